@@ -1,0 +1,325 @@
+"""Decode OTLP metrics requests into the plain objects of ``pipeline.model``.
+
+This is the one place that reads protobuf on the hot path. A point that
+cannot be used is left out and counted as rejected, with the reason, so the
+receiver can report an OTLP partial success.
+
+Speed comes from one trick: the request is parsed with a copy of the OTLP
+schema in which a data point's ``attributes`` field is declared as
+``repeated bytes`` instead of ``repeated KeyValue``. Both are length-delimited
+on the wire, so the bytes are the same; parsing hands each attribute over as
+one bytes object, and the tuple of them is the key of a cache of decoded
+attribute dicts. A series seen before costs one dict lookup instead of
+building a KeyValue and an AnyValue wrapper per label. The attribute dicts
+are shared between points and scrapes, so nothing may modify them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+
+from pipeline.model import (
+    Batch,
+    HistogramValue,
+    Metric,
+    MetricKind,
+    ResourceMetrics,
+    SummaryValue,
+)
+
+NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+
+_KIND = {
+    "gauge": MetricKind.GAUGE,
+    "sum": MetricKind.SUM,
+    "histogram": MetricKind.HISTOGRAM,
+    "summary": MetricKind.SUMMARY,
+}
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    batch: Batch
+    points: int = 0
+    rejected: int = 0
+    # reason → count, e.g. {"exponential histograms are not supported": 3}
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, count: int) -> None:
+        if count:
+            self.rejected += count
+            self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + count
+
+    def error_message(self) -> str:
+        """One line listing why points were rejected, for partial success."""
+        return "; ".join(f"{n} points: {r}" for r, n in sorted(self.reject_reasons.items()))
+
+
+def any_value_str(value) -> str:
+    """Render an OTLP AnyValue as the string a Prometheus label would carry."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value" or kind is None:
+        return value.string_value
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    # Arrays and key-value lists do not occur in Prometheus-derived data.
+    return str(getattr(value, kind)).replace("\n", " ").strip()
+
+
+def attributes_dict(kvs) -> dict[str, str]:
+    """Convert repeated KeyValue into a str → str dict."""
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        s = v.string_value
+        if not s and v.WhichOneof("value") != "string_value":
+            s = any_value_str(v)
+        out[kv.key] = s
+    return out
+
+
+def _lazy_attributes_request_class() -> type:
+    """Build ExportMetricsServiceRequest with data point attributes as bytes."""
+    pool = descriptor_pool.DescriptorPool()
+    lazy_messages = {"NumberDataPoint", "HistogramDataPoint", "SummaryDataPoint"}
+    for module in (common_pb2, resource_pb2, metrics_pb2, metrics_service_pb2):
+        file_proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file_proto)
+        if module is metrics_pb2:
+            for message in file_proto.message_type:
+                if message.name not in lazy_messages:
+                    continue
+                for fld in message.field:
+                    if fld.name == "attributes":
+                        fld.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                        fld.ClearField("type_name")
+        pool.Add(file_proto)
+    descriptor = pool.FindMessageTypeByName(
+        "opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest"
+    )
+    return message_factory.GetMessageClass(descriptor)
+
+
+LazyExportRequest = _lazy_attributes_request_class()
+
+# Attribute cache: tuple of serialized KeyValues → decoded dict. Bounded: when
+# it reaches this many entries it is cleared and refills from live traffic.
+ATTRIBUTE_CACHE_MAX = 200_000
+_attribute_cache: dict[tuple[bytes, ...], dict[str, str]] = {}
+_KeyValue = common_pb2.KeyValue
+
+
+def _decode_attribute_bytes(raw: tuple[bytes, ...]) -> dict[str, str]:
+    """Decode serialized KeyValues (raises DecodeError on bad bytes) and cache them."""
+    out = {}
+    for item in raw:
+        kv = _KeyValue()
+        kv.ParseFromString(item)
+        v = kv.value
+        s = v.string_value
+        if not s and v.WhichOneof("value") != "string_value":
+            s = any_value_str(v)
+        out[kv.key] = s
+    if len(_attribute_cache) >= ATTRIBUTE_CACHE_MAX:
+        _attribute_cache.clear()
+    _attribute_cache[raw] = out
+    return out
+
+
+def point_attributes(dp) -> dict[str, str]:
+    """Return the attributes of a point parsed with LazyExportRequest."""
+    raw = tuple(dp.attributes)
+    attrs = _attribute_cache.get(raw)
+    if attrs is None:
+        attrs = _decode_attribute_bytes(raw)
+    return attrs
+
+
+def decode_request(request) -> DecodeResult:
+    """Decode a parsed LazyExportRequest into a batch; count unusable points.
+
+    A standard ExportMetricsServiceRequest is accepted too (it is
+    re-serialized first), for callers that built one in code.
+    """
+    if isinstance(request, ExportMetricsServiceRequest):
+        lazy = LazyExportRequest()
+        lazy.ParseFromString(request.SerializeToString())
+        request = lazy
+    result = DecodeResult(batch=[])
+    batch = result.batch
+    for rm_pb in request.resource_metrics:
+        resource_attrs = attributes_dict(rm_pb.resource.attributes)
+        for sm_pb in rm_pb.scope_metrics:
+            rm = ResourceMetrics(
+                attrs=resource_attrs,
+                scope_name=sm_pb.scope.name,
+                scope_version=sm_pb.scope.version,
+            )
+            for m_pb in sm_pb.metrics:
+                metric = _decode_metric(m_pb, result)
+                if metric is not None:
+                    rm.metrics.append(metric)
+            if rm.metrics:
+                batch.append(rm)
+    return result
+
+
+def _decode_metric(m_pb, result: DecodeResult) -> Metric | None:
+    data_kind = m_pb.WhichOneof("data")
+    if data_kind is None:
+        return None
+    if data_kind == "exponential_histogram":
+        result.reject(
+            "exponential histograms are not supported",
+            len(m_pb.exponential_histogram.data_points),
+        )
+        return None
+    prom_type = ""
+    for kv in m_pb.metadata:
+        if kv.key == "prometheus.type":
+            prom_type = kv.value.string_value
+    kind = _KIND[data_kind]
+    metric = Metric(name=m_pb.name, kind=kind, unit=m_pb.unit, prom_type=prom_type)
+    data = getattr(m_pb, data_kind)
+    if kind is MetricKind.SUM:
+        metric.monotonic = data.is_monotonic
+        if data.aggregation_temporality == 1:  # DELTA
+            result.reject("delta temporality sums are not supported", len(data.data_points))
+            return None
+    if kind is MetricKind.HISTOGRAM and data.aggregation_temporality == 1:
+        result.reject("delta temporality histograms are not supported", len(data.data_points))
+        return None
+
+    if kind is MetricKind.GAUGE or kind is MetricKind.SUM:
+        _number_points(data.data_points, metric, result)
+    elif kind is MetricKind.HISTOGRAM:
+        _histogram_points(data.data_points, metric, result)
+    else:
+        _summary_points(data.data_points, metric, result)
+    if not metric.values:
+        return None
+    result.points += len(metric.values)
+    return metric
+
+
+def _number_points(dps, metric: Metric, result: DecodeResult) -> None:
+    # The hot loop of the whole service: one dict, three appends per point.
+    attrs_col, times_col, values_col = metric.attrs, metric.times, metric.values
+    add_attrs, add_time, add_value = attrs_col.append, times_col.append, values_col.append
+    cache_get = _attribute_cache.get
+    missing_time = bad_attrs = 0
+    for dp in dps:
+        t = dp.time_unix_nano
+        if not t:
+            missing_time += 1
+            continue
+        raw = tuple(dp.attributes)
+        attrs = cache_get(raw)
+        if attrs is None:
+            try:
+                attrs = _decode_attribute_bytes(raw)
+            except DecodeError:
+                bad_attrs += 1
+                continue
+        add_attrs(attrs)
+        add_time(t)
+        if dp.flags & NO_RECORDED_VALUE:
+            add_value(None)
+            continue
+        value = dp.as_double
+        if not value:
+            # 0.0 is also what an as_int point or an unset oneof reads as.
+            which = dp.WhichOneof("value")
+            if which == "as_int":
+                value = float(dp.as_int)
+            elif which is None:
+                value = None
+        add_value(value)
+    result.reject("time_unix_nano is 0", missing_time)
+    result.reject("attributes are not valid protobuf", bad_attrs)
+
+
+def _histogram_points(dps, metric: Metric, result: DecodeResult) -> None:
+    metric.extras = []
+    missing_time = 0
+    for dp in dps:
+        if not dp.time_unix_nano:
+            missing_time += 1
+            continue
+        try:
+            attrs = point_attributes(dp)
+        except DecodeError:
+            result.reject("attributes are not valid protobuf", 1)
+            continue
+        metric.attrs.append(attrs)
+        metric.times.append(dp.time_unix_nano)
+        if dp.flags & NO_RECORDED_VALUE:
+            metric.values.append(None)
+            metric.extras.append(None)
+            continue
+        metric.values.append(float(dp.count))
+        metric.extras.append(
+            HistogramValue(
+                count=float(dp.count),
+                sum=dp.sum if dp.HasField("sum") else None,
+                bounds=tuple(dp.explicit_bounds),
+                bucket_counts=tuple(dp.bucket_counts),
+            )
+        )
+    result.reject("time_unix_nano is 0", missing_time)
+
+
+def _summary_points(dps, metric: Metric, result: DecodeResult) -> None:
+    metric.extras = []
+    missing_time = 0
+    for dp in dps:
+        if not dp.time_unix_nano:
+            missing_time += 1
+            continue
+        try:
+            attrs = point_attributes(dp)
+        except DecodeError:
+            result.reject("attributes are not valid protobuf", 1)
+            continue
+        metric.attrs.append(attrs)
+        metric.times.append(dp.time_unix_nano)
+        if dp.flags & NO_RECORDED_VALUE:
+            metric.values.append(None)
+            metric.extras.append(None)
+            continue
+        metric.values.append(float(dp.count))
+        metric.extras.append(
+            SummaryValue(
+                count=float(dp.count),
+                sum=dp.sum,
+                quantiles=tuple((q.quantile, q.value) for q in dp.quantile_values),
+            )
+        )
+    result.reject("time_unix_nano is 0", missing_time)
+
+
+def decode_bytes(body: bytes) -> DecodeResult:
+    """Parse a serialized Export request and decode it.
+
+    Raises google.protobuf.message.DecodeError when the bytes are not a valid
+    request.
+    """
+    request = LazyExportRequest()
+    request.ParseFromString(body)
+    return decode_request(request)
