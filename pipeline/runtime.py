@@ -1,0 +1,80 @@
+"""The synchronous core of a pipeline: processors in order, then exporters.
+
+``Pipeline`` knows nothing about threads or clocks: the service calls it from
+one worker thread with wall-clock time, and replay calls it directly with the
+recording's clock. Both share this code, so a replayed recording exercises
+exactly what serves live traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.component import Exporter, Item, Processor
+from pipeline.decode import DecodeResult
+
+log = logging.getLogger("otelsnap.runtime")
+
+
+@dataclass(slots=True)
+class Admission:
+    """The service's answer to a receiver that hands it a request.
+
+    ``accepted`` False means the data was not taken and the sender should
+    retry after ``retry_after_s`` seconds; ``reason`` says why, for the
+    status message (for example "processing queue is full").
+    """
+
+    accepted: bool
+    retry_after_s: float = 0.0
+    reason: str = ""
+
+
+ACCEPTED = Admission(True)
+
+
+class Consumer(Protocol):
+    """What a receiver hands decoded requests to (the service, in production)."""
+
+    def submit(self, result: DecodeResult, received_ns: int, transport: str) -> Admission:
+        """Queue a decoded request for the pipelines; must not block."""
+        ...
+
+
+class Pipeline:
+    """One configured pipeline: processors in order, then every exporter."""
+
+    def __init__(
+        self, name: str, processors: list[Processor], exporters: list[Exporter]
+    ) -> None:
+        self.name = name
+        self.processors = processors
+        self.exporters = exporters
+
+    def consume(self, items: list[Item], now_ns: int) -> None:
+        """Run one batch through the processors and hand the result to the exporters."""
+        self._run_from(0, items, now_ns)
+
+    def tick(self, now_ns: int) -> None:
+        """Let each processor release what its timer says is due."""
+        for index, processor in enumerate(self.processors):
+            released = processor.flush(now_ns)
+            if released:
+                self._run_from(index + 1, released, now_ns)
+
+    def drain(self, now_ns: int) -> None:
+        """Shut the processors down in order, passing on what each still held."""
+        for index, processor in enumerate(self.processors):
+            released = processor.shutdown()
+            if released:
+                self._run_from(index + 1, released, now_ns)
+
+    def _run_from(self, first: int, items: list[Item], now_ns: int) -> None:
+        for processor in self.processors[first:]:
+            items = processor.process(items, now_ns)
+            if not items:
+                return
+        for exporter in self.exporters:
+            exporter.export(items, now_ns)
