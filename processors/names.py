@@ -97,6 +97,31 @@ NODE_FAMILIES: frozenset[str] = frozenset(
     }
 )
 
+# The hostmetrics receiver's names (OpenTelemetry semantic conventions) that
+# can fill the same snapshot fields, for nodes monitored without node_exporter.
+HOSTMETRICS_FAMILIES: frozenset[str] = frozenset(
+    {
+        "system.cpu.time",
+        "system.cpu.load_average.1m",
+        "system.cpu.load_average.5m",
+        "system.cpu.load_average.15m",
+        "system.cpu.frequency",
+        "system.memory.usage",
+        "system.memory.limit",
+        "system.paging.usage",
+        "system.filesystem.usage",
+        "system.disk.io",
+        "system.disk.operations",
+        "system.disk.io_time",
+        "system.network.io",
+        "system.network.packets",
+        "system.network.errors",
+        "system.network.dropped",
+        "system.uptime",
+        "system.processes.count",
+    }
+)
+
 # Unit suffixes a collector's name normalisation may strip (after _total).
 UNIT_SUFFIXES = ("_seconds", "_bytes", "_celsius", "_hertz", "_bits")
 
