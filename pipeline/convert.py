@@ -2,20 +2,36 @@
 prometheus receiver forwards a scrape.
 
 What a collector does, and this module copies (collector-contrib
-receiver/prometheusreceiver, v0.140+ defaults):
+receiver/prometheusreceiver, internal/metricfamily.go, transaction.go and
+util.go; v0.140+ defaults unless an option says otherwise):
 - one ResourceMetrics per (job, instance), with resource attributes
   service.name = job, service.instance.id = instance, server.address (left
-  out for loopback hosts), server.port (a string) and url.scheme;
-- counters become monotonic cumulative Sums, gauges and untyped families
-  become Gauges, and the original type goes into the metric's metadata as
-  ``prometheus.type``;
+  out for loopback hosts), server.port (a string) and url.scheme; the
+  labels of a ``target_info`` series become further resource attributes;
+- counters become monotonic cumulative Sums; gauges and untyped families
+  become Gauges; info and stateset families become non-monotonic
+  cumulative Sums; the original type goes into the metric's metadata as
+  ``prometheus.type`` (``unknown`` for untyped);
+- classic histograms become cumulative Histograms: ``explicit_bounds``
+  from the ``le`` labels without +Inf, per-bucket (not cumulative) counts,
+  ``count`` from ``_count`` and ``sum`` only when ``_sum`` exists; a
+  histogram without ``_count`` produces no point, and one whose bucket
+  counts decrease or exceed ``_count`` is dropped;
+- summaries become Summaries with quantiles in ascending order;
 - all other labels become point attributes; empty-valued labels are dropped;
-- start_time_unix_nano is 0 (v0.140 and later, without ``_created`` series).
+- start_time_unix_nano is 0 (v0.140 and later) unless a histogram or
+  summary has a ``_created`` series; ``start_time="first_point"`` gives the
+  behaviour up to v0.139 instead: a series' start is the time of its first
+  point, and of the point where its value went down;
+- a series present in one scrape and missing from the next scrape of the
+  same target gets a staleness marker (flag NO_RECORDED_VALUE, value unset)
+  at the next scrape's time.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -39,7 +55,43 @@ NODE_EXPORTER_TYPES: tuple[tuple[str, str], ...] = (
     ("*", "gauge"),
 )
 
+# Type names a "# TYPE" line or a type table may use. "untyped" (text
+# format 0.0.4) is the same as "unknown" (OpenMetrics).
+PROMETHEUS_TYPES = (
+    "counter",
+    "gauge",
+    "histogram",
+    "summary",
+    "unknown",
+    "untyped",
+    "info",
+    "stateset",
+    "gaugehistogram",
+)
+
+START_TIME_MODES = ("zero", "first_point")
+
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
+
+# Suffixes the receiver strips to find a sample's family, tried in this order.
+_FAMILY_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_info", "_created")
+
+# The collector's Prometheus unit words → UCUM (pkg/translator/prometheus).
+_UNIT_WORDS = {
+    "days": "d", "hours": "h", "minutes": "min", "seconds": "s",
+    "milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns",
+    "bytes": "By", "kibibytes": "KiBy", "mebibytes": "MiBy", "gibibytes": "GiBy",
+    "tibibytes": "TiBy", "kilobytes": "KBy", "megabytes": "MBy", "gigabytes": "GBy",
+    "terabytes": "TBy", "meters": "m", "volts": "V", "amperes": "A", "joules": "J",
+    "watts": "W", "grams": "g", "celsius": "Cel", "hertz": "Hz", "ratio": "1",
+    "percent": "%",
+}  # fmt: skip
+_PER_UNIT_WORDS = {
+    "second": "s", "minute": "m", "hour": "h", "day": "d", "week": "w", "month": "mo", "year": "y",
+}  # fmt: skip
+
+_CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_NO_RECORDED_VALUE = 1
 
 
 @dataclass
@@ -50,6 +102,9 @@ class ConvertOptions:
     exporter with ``namespace: otel`` adds ``otel_``). ``type_table`` is used
     for families without a ``# TYPE`` line: (glob, type) pairs, first match.
     ``job`` and ``instance`` apply to samples without those labels.
+    ``start_time`` is "zero" (collector v0.140+) or "first_point" (up to
+    v0.139). ``staleness_markers`` adds a marker for every series that
+    disappeared since the previous scrape of the same target.
     """
 
     strip_prefix: str = ""
@@ -59,17 +114,104 @@ class ConvertOptions:
     scheme: str = "http"
     type_metadata: bool = True
     extra_resource: dict[str, str] = field(default_factory=dict)
+    start_time: str = "zero"
+    staleness_markers: bool = True
+
+    def validate(self) -> None:
+        if self.start_time not in START_TIME_MODES:
+            raise ValueError(
+                f"invalid start_time {self.start_time!r}: use one of {', '.join(START_TIME_MODES)}"
+            )
+        for pattern, kind in self.type_table:
+            if kind not in PROMETHEUS_TYPES:
+                raise ValueError(
+                    f"invalid type {kind!r} for pattern {pattern!r}: use one of "
+                    f"{', '.join(PROMETHEUS_TYPES)}"
+                )
+
+
+def parse_type_table(text: str, source: str = "<types>") -> tuple[tuple[str, str], ...]:
+    """Parse a type table: one ``GLOB TYPE`` pair per line, ``#`` comments.
+
+    Raises ValueError naming the line on a malformed entry or unknown type.
+    """
+    table = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{source}:{lineno}: expected 'GLOB TYPE', got {raw.strip()!r}")
+        pattern, kind = parts
+        if kind not in PROMETHEUS_TYPES:
+            raise ValueError(
+                f"{source}:{lineno}: invalid type {kind!r}: use one of {', '.join(PROMETHEUS_TYPES)}"
+            )
+        table.append((pattern, kind))
+    return tuple(table)
+
+
+def unit_to_ucum(unit: str) -> str:
+    """Translate a Prometheus unit word (``seconds``, ``bytes_per_second``) to UCUM."""
+    if not unit:
+        return ""
+    word, _, per = unit.partition("_per_")
+    ucum = _UNIT_WORDS.get(word, word)
+    if per:
+        ucum += "/" + _PER_UNIT_WORDS.get(per, per)
+    return ucum
+
+
+def _normalize_type(declared: str) -> str:
+    return "unknown" if declared == "untyped" else declared
+
+
+def _table_type(name: str, options: ConvertOptions) -> str | None:
+    for pattern, kind in options.type_table:
+        if fnmatch.fnmatchcase(name, pattern):
+            return _normalize_type(kind)
+    return None
+
+
+def _declared_type(name: str, exposition: Exposition, options: ConvertOptions) -> str | None:
+    declared = exposition.types.get(name) or exposition.types.get(options.strip_prefix + name)
+    return _normalize_type(declared) if declared else None
+
+
+def _base_name(name: str) -> str:
+    for suffix in _FAMILY_SUFFIXES:
+        if name.endswith(suffix) and name != suffix:
+            return name[: -len(suffix)]
+    return name
+
+
+def resolve_family(name: str, exposition: Exposition, options: ConvertOptions) -> tuple[str, str]:
+    """Return (family name, Prometheus type) of a sample name (prefix removed).
+
+    As the receiver does: the sample's own ``# TYPE`` wins; then the type of
+    its name without a ``_bucket``/``_count``/``_sum``/``_total``/``_info``/
+    ``_created`` suffix (a counter keeps the sample's name); then the type
+    table, where a histogram or summary entry matching the base name claims
+    its ``_bucket``/``_sum``/``_count`` series.
+    """
+    declared = _declared_type(name, exposition, options)
+    if declared:
+        return name, declared
+    base = _base_name(name)
+    if base != name:
+        declared = _declared_type(base, exposition, options)
+        if declared:
+            return (name, declared) if declared == "counter" else (base, declared)
+        table_kind = _table_type(base, options)
+        if table_kind in ("histogram", "summary"):
+            return base, table_kind
+    return name, _table_type(name, options) or "unknown"
 
 
 def family_type(name: str, exposition: Exposition, options: ConvertOptions) -> str:
-    """Return the Prometheus type of family ``name`` (after prefix removal)."""
-    declared = exposition.types.get(name) or exposition.types.get(options.strip_prefix + name)
-    if declared:
-        return "unknown" if declared == "untyped" else declared
-    for pattern, kind in options.type_table:
-        if fnmatch.fnmatchcase(name, pattern):
-            return kind
-    return "unknown"
+    """Return the Prometheus type of sample name ``name`` (after prefix removal)."""
+    return resolve_family(name, exposition, options)[1]
 
 
 def _resource_attrs(job: str, instance: str, options: ConvertOptions) -> dict[str, str]:
@@ -90,58 +232,329 @@ def _set_attributes(target, attrs: dict[str, str]) -> None:
     target.extend(KeyValue(key=k, value={"string_value": v}) for k, v in attrs.items())
 
 
+def _parse_bound(text: str) -> float:
+    lowered = text.lower()
+    if lowered in ("+inf", "inf"):
+        return math.inf
+    if lowered == "-inf":
+        return -math.inf
+    return float(text)
+
+
+# --- per-scrape grouping -----------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Group:
+    """The samples of one histogram or summary series (one label set)."""
+
+    attrs: dict[str, str]
+    time_ns: int
+    count: float | None = None
+    sum: float | None = None
+    created_s: float | None = None
+    stale: bool = False
+    # (bound or quantile, value)
+    entries: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Family:
+    name: str
+    prom_type: str
+    description: str = ""
+    unit: str = ""
+    # Number series: (attrs, time_ns, value or None for a staleness marker).
+    points: list[tuple[dict[str, str], int, float | None]] = field(default_factory=list)
+    groups: dict[tuple, _Group] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Target:
+    resource: dict[str, str]
+    families: dict[str, _Family] = field(default_factory=dict)
+
+
+def _attrs_key(attrs: dict[str, str]) -> tuple:
+    return tuple(sorted(attrs.items()))
+
+
+class Converter:
+    """Convert successive scrapes, keeping what a receiver keeps between them.
+
+    One Converter stands for one collector: it remembers each target's
+    series (for staleness markers) and, with ``start_time="first_point"``,
+    each series' start time. ``warnings`` lists samples it left out and why.
+    """
+
+    def __init__(self, options: ConvertOptions | None = None) -> None:
+        self.options = options or ConvertOptions()
+        self.options.validate()
+        self.warnings: list[str] = []
+        # (job, instance) → {(family, kind, attrs key): attrs} seen in the last scrape.
+        self._last_series: dict[tuple[str, str], dict[tuple, tuple[str, str, dict[str, str]]]] = {}
+        # (job, instance, metric, attrs key) → [start_ns, previous value, previous sum]
+        self._starts: dict[tuple, list] = {}
+
+    def convert(self, exposition: Exposition, time_ns: int) -> ExportMetricsServiceRequest:
+        """Build one Export request holding every target of one scrape.
+
+        Samples with an explicit timestamp keep it; the others get ``time_ns``.
+        """
+        targets = self._group(exposition, time_ns)
+        if self.options.staleness_markers:
+            self._add_staleness_markers(targets, time_ns)
+        request = ExportMetricsServiceRequest()
+        for (job, instance), target in targets.items():
+            rm = request.resource_metrics.add()
+            _set_attributes(rm.resource.attributes, target.resource)
+            sm = rm.scope_metrics.add()
+            sm.scope.name = SCOPE_NAME
+            sm.scope.version = SCOPE_VERSION
+            for family in target.families.values():
+                self._write_family(sm, family, (job, instance))
+            if not sm.metrics:
+                del request.resource_metrics[-1]
+        return request
+
+    # -- grouping samples into targets, families and series --
+
+    def _group(self, exposition: Exposition, time_ns: int) -> dict[tuple[str, str], _Target]:
+        options = self.options
+        prefix = options.strip_prefix
+        targets: dict[tuple[str, str], _Target] = {}
+        resolved: dict[str, tuple[str, str]] = {}
+        for sample in exposition.samples:
+            name = sample.name
+            if prefix and name.startswith(prefix):
+                name = name[len(prefix):]
+            labels = dict(sample.labels)
+            job = labels.pop("job", options.job)
+            instance = labels.pop("instance", options.instance)
+            target = targets.get((job, instance))
+            if target is None:
+                target = targets[(job, instance)] = _Target(_resource_attrs(job, instance, options))
+            if name == "target_info":
+                target.resource.update(labels)
+                continue
+            family_name, kind = resolved.get(name) or resolved.setdefault(
+                name, resolve_family(name, exposition, options)
+            )
+            family = target.families.get(family_name)
+            if family is None:
+                family = target.families[family_name] = _Family(
+                    family_name,
+                    kind,
+                    exposition.helps.get(family_name)
+                    or exposition.helps.get(prefix + family_name, ""),
+                    unit_to_ucum(
+                        exposition.units.get(family_name)
+                        or exposition.units.get(prefix + family_name, "")
+                    ),
+                )
+            t = sample.timestamp_ms * 1_000_000 if sample.timestamp_ms is not None else time_ns
+            if kind in ("histogram", "summary"):
+                self._add_complex_sample(family, name, labels, t, sample.value)
+            else:
+                attrs = {k: v for k, v in labels.items() if v != ""}
+                family.points.append((attrs, t, sample.value))
+        return targets
+
+    def _add_complex_sample(
+        self, family: _Family, name: str, labels: dict[str, str], time_ns: int, value: float
+    ) -> None:
+        boundary_label = "le" if family.prom_type == "histogram" else "quantile"
+        boundary_text = labels.pop(boundary_label, None)
+        attrs = {k: v for k, v in labels.items() if v != ""}
+        key = _attrs_key(attrs)
+        group = family.groups.get(key)
+        if group is None:
+            group = family.groups[key] = _Group(attrs, time_ns)
+        if name == family.name + "_sum":
+            group.sum = value
+        elif name == family.name + "_count":
+            group.count = value
+            group.time_ns = time_ns  # the receiver takes the point's time from _count
+        elif name == family.name + "_created":
+            group.created_s = value
+        else:
+            if not boundary_text:
+                self.warnings.append(
+                    f"{name}{attrs}: {boundary_label!r} label is missing or empty; sample left out"
+                )
+                return
+            try:
+                bound = _parse_bound(boundary_text)
+            except ValueError:
+                self.warnings.append(
+                    f"{name}{attrs}: invalid {boundary_label} {boundary_text!r}; sample left out"
+                )
+                return
+            group.entries.append((bound, value))
+
+    def _add_staleness_markers(self, targets: dict[tuple[str, str], _Target], time_ns: int) -> None:
+        for target_key, target in targets.items():
+            current: dict[tuple, tuple[str, str, dict[str, str]]] = {}
+            for family in target.families.values():
+                for attrs, _, _ in family.points:
+                    current[(family.name, family.prom_type, _attrs_key(attrs))] = (
+                        family.name, family.prom_type, attrs
+                    )
+                for key, group in family.groups.items():
+                    current[(family.name, family.prom_type, key)] = (
+                        family.name, family.prom_type, group.attrs
+                    )
+            previous = self._last_series.get(target_key, {})
+            for series_key, (name, kind, attrs) in previous.items():
+                if series_key in current:
+                    continue
+                family = target.families.get(name)
+                if family is None:
+                    family = target.families[name] = _Family(name, kind)
+                if kind in ("histogram", "summary"):
+                    family.groups[series_key[2]] = _Group(attrs, time_ns, stale=True)
+                else:
+                    family.points.append((attrs, time_ns, None))
+            self._last_series[target_key] = current
+
+    # -- writing OTLP --
+
+    def _write_family(self, sm, family: _Family, target_key: tuple[str, str]) -> None:
+        metric = sm.metrics.add()
+        metric.name = family.name
+        metric.description = family.description
+        metric.unit = family.unit
+        if self.options.type_metadata:
+            metric.metadata.add(key="prometheus.type", value={"string_value": family.prom_type})
+        kind = family.prom_type
+        if kind == "histogram":
+            metric.histogram.aggregation_temporality = _CUMULATIVE
+            for group in family.groups.values():
+                self._write_histogram_point(metric, group, target_key)
+            written = len(metric.histogram.data_points)
+        elif kind == "summary":
+            for group in family.groups.values():
+                self._write_summary_point(metric, group, target_key)
+            written = len(metric.summary.data_points)
+        elif kind in ("counter", "info", "stateset"):
+            metric.sum.is_monotonic = kind == "counter"
+            metric.sum.aggregation_temporality = _CUMULATIVE
+            self._write_number_points(metric.sum.data_points, family, target_key, cumulative=True)
+            written = len(metric.sum.data_points)
+        else:
+            # NOTE: gaugehistogram families are written as gauges, one per
+            # sample name, where the receiver drops their type.
+            self._write_number_points(metric.gauge.data_points, family, target_key, cumulative=False)
+            written = len(metric.gauge.data_points)
+        if not written:
+            del sm.metrics[-1]
+
+    def _write_number_points(self, points, family: _Family, target_key, cumulative: bool) -> None:
+        first_point = cumulative and self.options.start_time == "first_point"
+        for attrs, time_ns, value in family.points:
+            dp = points.add()
+            _set_attributes(dp.attributes, attrs)
+            dp.time_unix_nano = time_ns
+            if value is None:
+                dp.flags = _NO_RECORDED_VALUE
+            else:
+                dp.as_double = value
+            if first_point:
+                dp.start_time_unix_nano = self._start_time(
+                    target_key, family.name, attrs, time_ns, value, None
+                )
+
+    def _write_histogram_point(self, metric, group: _Group, target_key) -> None:
+        if group.stale:
+            dp = metric.histogram.data_points.add()
+            dp.flags = _NO_RECORDED_VALUE
+            self._finish_point(dp, metric.name, group, target_key, None, None)
+            return
+        if group.count is None:
+            self.warnings.append(f"{metric.name}{group.attrs}: no _count series; point left out")
+            return
+        entries = sorted(group.entries, key=lambda e: e[0])
+        if entries and entries[-1][0] == math.inf:
+            entries.pop()
+        previous = 0.0
+        for _, cumulative in entries:
+            if math.isnan(cumulative) or cumulative < previous:
+                self.warnings.append(
+                    f"{metric.name}{group.attrs}: bucket counts are NaN or decreasing; point left out"
+                )
+                return
+            previous = cumulative
+        if math.isnan(group.count) or group.count < previous:
+            self.warnings.append(
+                f"{metric.name}{group.attrs}: _count is NaN or below the largest bucket; point left out"
+            )
+            return
+        dp = metric.histogram.data_points.add()
+        dp.count = int(group.count)
+        if group.sum is not None:
+            dp.sum = group.sum
+        below = 0.0
+        for bound, cumulative in entries:
+            dp.explicit_bounds.append(bound)
+            dp.bucket_counts.append(int(cumulative - below))
+            below = cumulative
+        dp.bucket_counts.append(int(group.count - below))
+        self._finish_point(dp, metric.name, group, target_key, group.count, group.sum)
+
+    def _write_summary_point(self, metric, group: _Group, target_key) -> None:
+        if not group.stale and group.count is None:
+            self.warnings.append(f"{metric.name}{group.attrs}: no _count series; point left out")
+            return
+        dp = metric.summary.data_points.add()
+        if group.stale:
+            dp.flags = _NO_RECORDED_VALUE
+        else:
+            dp.count = int(group.count)
+            if group.sum is not None:
+                dp.sum = group.sum
+            for quantile, value in sorted(group.entries, key=lambda e: e[0]):
+                dp.quantile_values.add(quantile=quantile, value=value)
+        self._finish_point(
+            dp, metric.name, group, target_key, None if group.stale else group.count, group.sum
+        )
+
+    def _finish_point(self, dp, name: str, group: _Group, target_key, count, total) -> None:
+        _set_attributes(dp.attributes, group.attrs)
+        dp.time_unix_nano = group.time_ns
+        if group.created_s:
+            dp.start_time_unix_nano = int(group.created_s * 1e9)
+        elif self.options.start_time == "first_point":
+            dp.start_time_unix_nano = self._start_time(
+                target_key, name, group.attrs, group.time_ns, count, total
+            )
+
+    def _start_time(
+        self, target_key, name: str, attrs: dict[str, str], time_ns: int, value, total
+    ) -> int:
+        """Start time as receivers up to v0.139 set it (their metrics adjuster)."""
+        key = (*target_key, name, _attrs_key(attrs))
+        state = self._starts.get(key)
+        if state is None:
+            if value is None:
+                return 0
+            self._starts[key] = [time_ns, value, total]
+            return time_ns
+        if value is None:
+            return state[0]
+        reset = value < state[1] or (total is not None and state[2] is not None and total < state[2])
+        if reset:
+            state[0] = time_ns
+        state[1], state[2] = value, total
+        return state[0]
+
+
 def exposition_to_request(
     exposition: Exposition, time_ns: int, options: ConvertOptions | None = None
 ) -> ExportMetricsServiceRequest:
     """Build one Export request holding every target of one scrape.
 
     Samples with an explicit timestamp keep it; the others get ``time_ns``.
+    For several scrapes of the same targets use one ``Converter``, which
+    adds staleness markers and keeps start times between them.
     """
-    options = options or ConvertOptions()
-    prefix = options.strip_prefix
-    # (job, instance) → family name → list of samples, in file order.
-    targets: dict[tuple[str, str], dict[str, list]] = {}
-    for sample in exposition.samples:
-        name = sample.name[len(prefix):] if prefix and sample.name.startswith(prefix) else sample.name
-        labels = dict(sample.labels)
-        job = labels.pop("job", options.job)
-        instance = labels.pop("instance", options.instance)
-        families = targets.setdefault((job, instance), {})
-        families.setdefault(name, []).append((labels, sample))
-
-    request = ExportMetricsServiceRequest()
-    for (job, instance), families in targets.items():
-        rm = request.resource_metrics.add()
-        _set_attributes(rm.resource.attributes, _resource_attrs(job, instance, options))
-        sm = rm.scope_metrics.add()
-        sm.scope.name = SCOPE_NAME
-        sm.scope.version = SCOPE_VERSION
-        for name, series in families.items():
-            kind = family_type(name, exposition, options)
-            metric = sm.metrics.add()
-            metric.name = name
-            metric.description = exposition.helps.get(name, "")
-            metric.unit = exposition.units.get(name, "")
-            if options.type_metadata:
-                metric.metadata.add(key="prometheus.type", value={"string_value": kind})
-            if kind == "counter":
-                metric.sum.is_monotonic = True
-                metric.sum.aggregation_temporality = (
-                    AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-                )
-                points = metric.sum.data_points
-            elif kind in ("histogram", "summary", "gaugehistogram"):
-                # NOTE: histogram and summary families are not converted yet;
-                # their samples are written as gauges under their own names.
-                metric.ClearField("metadata")
-                points = metric.gauge.data_points
-            else:
-                points = metric.gauge.data_points
-            for labels, sample in series:
-                dp = points.add()
-                _set_attributes(dp.attributes, {k: v for k, v in labels.items() if v != ""})
-                dp.time_unix_nano = (
-                    sample.timestamp_ms * 1_000_000 if sample.timestamp_ms is not None else time_ns
-                )
-                dp.as_double = sample.value
-    return request
+    return Converter(options).convert(exposition, time_ns)
