@@ -1,0 +1,468 @@
+"""The ``filter`` processor: keep the metrics and devices a node snapshot reads.
+
+Two stages, cheapest first:
+
+1. Per metric, by name: a metric whose canonical name is not on the
+   allow-list is dropped whole, before any per-point work.
+2. Per point, by the ``device`` attribute of filesystem, network and block
+   device metrics (node_exporter's ``node_filesystem_*``, ``node_network_*``
+   and ``node_disk_*``, and hostmetrics' ``system.filesystem.*``,
+   ``system.network.*`` and ``system.disk.*``). Each decision is cached per
+   device value, so a point costs one dict lookup.
+
+Block devices have one rule that depends on the resource: a partition
+(``sda1``, ``nvme0n1p2``, ``mmcblk0p1``) is dropped when its parent disk is
+reported by the same resource, because the parent's I/O already includes it.
+The processor remembers, per resource, the whole disks it has seen, so the
+rule also holds when a scrape is split over several Export calls.
+
+Every dropped point is counted in ``otelsnap_processor_dropped_points`` with
+``processor`` (the component id) and ``reason`` attributes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.component import ConfigError, Item, Processor
+from pipeline.logs import event
+from pipeline.model import Metric, ResourceMetrics
+from processors.names import HOSTMETRICS_FAMILIES, NODE_FAMILIES, NameResolver
+
+# node_exporter's names for interfaces that are loopback, virtual or owned by
+# a container runtime or CNI plugin. Bonds, VLANs and WireGuard stay.
+DEFAULT_NETWORK_DEVICE_EXCLUDE = (
+    "lo",
+    "veth*",
+    "flannel*",
+    "cni*",
+    "cali*",
+    "docker*",
+    "br-*",
+    "virbr*",
+    "vxlan*",
+    "tunl*",
+    "kube-ipvs*",
+    "cilium*",
+    "lxc*",
+    "tap*",
+    "tun*",
+    "ifb*",
+    "dummy*",
+    "vnet*",
+)
+
+# Block devices whose I/O duplicates a physical disk (device-mapper) or is
+# not disk I/O at all (loop, RAM disks, zram swap, optical, floppy).
+DEFAULT_BLOCK_DEVICE_EXCLUDE = ("dm-*", "loop*", "ram*", "zram*", "sr*", "fd*")
+
+DROPPED_POINTS = "otelsnap_processor_dropped_points"
+REASON_METRIC = "metric_not_included"
+REASON_FILESYSTEM = "filesystem_device"
+REASON_NETWORK = "network_interface"
+REASON_BLOCK = "block_device"
+
+# Per-metric rules: what a metric of this name needs after it is included.
+DROP, KEEP, FILESYSTEM, NETWORK, BLOCK = range(5)
+
+# Caches of names and device values are cleared when they reach this size,
+# so a flood of distinct names cannot grow memory without limit.
+CACHE_MAX_ENTRIES = 100_000
+# Whole disks remembered per resource for the partition rule.
+MAX_DISKS_PER_RESOURCE = 1024
+
+
+def _validate_patterns(path: str, patterns: list[str]) -> None:
+    if not isinstance(patterns, list):
+        raise ConfigError(path, f"expected a list of names or glob patterns, got {patterns!r}")
+    for index, pattern in enumerate(patterns):
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(
+                f"{path}[{index}]",
+                f"expected a non-empty name or glob pattern, got {pattern!r}",
+            )
+
+
+@dataclass
+class MetricsConfig:
+    """The metric allow-list, by name.
+
+    A metric passes when it is one of the node snapshot's families (with
+    ``include_snapshot_families``) or matches ``include``, and matches no
+    ``exclude`` pattern. Names are compared after removing a
+    ``name_prefixes`` entry and after mapping trimmed suffixes back to the
+    node_exporter name.
+    """
+
+    include_snapshot_families: bool = True
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        _validate_patterns("include", self.include)
+        _validate_patterns("exclude", self.exclude)
+        try:
+            NameResolver(_exact_names(self.include), ())
+        except ValueError as err:
+            raise ConfigError("include", f"{err}; list only one of the two") from None
+        if not self.include_snapshot_families and not self.include:
+            raise ConfigError(
+                "include",
+                "no metric can pass: list names or patterns in include, "
+                "or set include_snapshot_families to true",
+            )
+
+
+@dataclass
+class FilesystemsConfig:
+    """The filesystem rule, applied to the ``device`` attribute."""
+
+    device_include: list[str] = field(default_factory=lambda: ["/dev/*"])
+    device_exclude: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        _validate_patterns("device_include", self.device_include)
+        _validate_patterns("device_exclude", self.device_exclude)
+
+
+@dataclass
+class NetworkInterfacesConfig:
+    """The network interface rule, applied to the ``device`` attribute."""
+
+    device_include: list[str] = field(default_factory=list)
+    device_exclude: list[str] = field(
+        default_factory=lambda: list(DEFAULT_NETWORK_DEVICE_EXCLUDE)
+    )
+
+    def validate(self) -> None:
+        _validate_patterns("device_include", self.device_include)
+        _validate_patterns("device_exclude", self.device_exclude)
+
+
+@dataclass
+class BlockDevicesConfig:
+    """The block device rule, applied to the ``device`` attribute."""
+
+    device_include: list[str] = field(default_factory=list)
+    device_exclude: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCK_DEVICE_EXCLUDE))
+    # Drop a partition when the same resource reports its parent disk.
+    drop_partitions_of_reported_disks: bool = True
+    # Resources whose whole disks are remembered for the partition rule;
+    # the least recently reporting resource is forgotten first.
+    max_tracked_resources: int = 10_000
+
+    def validate(self) -> None:
+        _validate_patterns("device_include", self.device_include)
+        _validate_patterns("device_exclude", self.device_exclude)
+        if not isinstance(self.max_tracked_resources, int) or self.max_tracked_resources < 1:
+            raise ConfigError(
+                "max_tracked_resources",
+                f"must be a positive integer, got {self.max_tracked_resources!r}",
+            )
+
+
+@dataclass
+class FilterConfig:
+    """Config of the ``filter`` processor; every default follows node_exporter's names."""
+
+    # Prefixes removed before a name is compared, e.g. "otel_" added by a
+    # collector's prometheus exporter with ``namespace: otel``.
+    name_prefixes: list[str] = field(default_factory=lambda: ["otel_"])
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    filesystems: FilesystemsConfig = field(default_factory=FilesystemsConfig)
+    network_interfaces: NetworkInterfacesConfig = field(default_factory=NetworkInterfacesConfig)
+    block_devices: BlockDevicesConfig = field(default_factory=BlockDevicesConfig)
+
+    def validate(self) -> None:
+        _validate_patterns("name_prefixes", self.name_prefixes)
+        for name in ("metrics", "filesystems", "network_interfaces", "block_devices"):
+            try:
+                getattr(self, name).validate()
+            except ConfigError as err:
+                raise ConfigError(f"{name}.{err.path}", err.message) from None
+
+
+def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """Compile exact names and glob patterns into one regex, or None when empty."""
+    parts = [fnmatch.translate(p) for p in patterns]
+    if not parts:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in parts))
+
+
+# Partitions: a name ending in a digit plus "p<N>" (nvme0n1p2, mmcblk0p1,
+# md0p1, nbd0p1), or an sd/hd/vd/xvd disk plus a number (sda1, sdab1, xvda1).
+_PARTITION_AFTER_DIGIT = re.compile(r"^(.*\d)p\d+$")
+_PARTITION_OF_LETTER_DISK = re.compile(r"^((?:s|h|v|xv)d[a-z]+)\d+$")
+
+
+def partition_parent(device: str) -> str | None:
+    """Return the parent disk of a partition name (sda1 → sda), or None for a whole disk."""
+    match = _PARTITION_AFTER_DIGIT.match(device) or _PARTITION_OF_LETTER_DISK.match(device)
+    return match.group(1) if match else None
+
+
+class DeviceRule:
+    """One include/exclude pair for a ``device`` attribute, with its decisions cached."""
+
+    def __init__(self, include: list[str], exclude: list[str]) -> None:
+        self._include = compile_patterns(include)
+        self._exclude = compile_patterns(exclude)
+        self.decisions: dict[str, bool] = {}
+
+    def keeps(self, device: str) -> bool:
+        if self._include is not None and not self._include.match(device):
+            return False
+        return self._exclude is None or not self._exclude.match(device)
+
+    def fill(self, devices: set[str]) -> None:
+        """Decide every device in ``devices`` that is not decided yet."""
+        decisions = self.decisions
+        if len(decisions) + len(devices) > CACHE_MAX_ENTRIES:
+            decisions.clear()
+        for device in devices:
+            if device not in decisions:
+                decisions[device] = self.keeps(device)
+
+
+class FilterProcessor(Processor):
+    """Drop metrics and points the node snapshot does not read."""
+
+    type_name = "filter"
+    Config = FilterConfig
+
+    def __init__(self, config: FilterConfig, context) -> None:
+        super().__init__(config, context)
+        prefixes = tuple(config.name_prefixes)
+        self._families = NameResolver(NODE_FAMILIES | HOSTMETRICS_FAMILIES, prefixes)
+        self._user_names = NameResolver(_exact_names(config.metrics.include), prefixes)
+        self._prefixes = prefixes
+        self._snapshot_families = config.metrics.include_snapshot_families
+        self._include = compile_patterns(config.metrics.include)
+        self._exclude = compile_patterns(config.metrics.exclude)
+        self._filesystems = DeviceRule(
+            config.filesystems.device_include, config.filesystems.device_exclude
+        )
+        self._network = DeviceRule(
+            config.network_interfaces.device_include, config.network_interfaces.device_exclude
+        )
+        self._block = DeviceRule(
+            config.block_devices.device_include, config.block_devices.device_exclude
+        )
+        self._drop_partitions = config.block_devices.drop_partitions_of_reported_disks
+        self._max_resources = config.block_devices.max_tracked_resources
+        # metric name → DROP, KEEP, FILESYSTEM, NETWORK or BLOCK
+        self._rules: dict[str, int] = {}
+        # block device → True (keep), False (drop) or the parent disk's name
+        # (keep unless the resource reports that disk)
+        self._block_decisions: dict[str, bool | str] = {}
+        # resource key → whole disks it reported; insertion order is recency
+        self._disks: dict[tuple, set[str]] = {}
+        self._component_id = context.component_id
+
+    def process(self, items: list[Item], now_ns: int) -> list[Item]:
+        dropped = {REASON_METRIC: 0, REASON_FILESYSTEM: 0, REASON_NETWORK: 0, REASON_BLOCK: 0}
+        if self._drop_partitions:
+            self._remember_disks(items)
+        out: list[Item] = []
+        for item in items:
+            if not isinstance(item, ResourceMetrics):
+                out.append(item)
+                continue
+            metrics = self._filter_resource(item, dropped)
+            if metrics is None:
+                out.append(item)
+            elif metrics:
+                item.metrics = metrics
+                out.append(item)
+        for reason, count in dropped.items():
+            if count:
+                self.telemetry.add(
+                    DROPPED_POINTS, count, processor=self._component_id, reason=reason
+                )
+        return out
+
+    def _filter_resource(
+        self, rm: ResourceMetrics, dropped: dict[str, int]
+    ) -> list[Metric] | None:
+        """Return the metrics to keep, or None when every point of every metric stays."""
+        rules = self._rules
+        kept: list[Metric] = []
+        changed = False
+        disks = None
+        for metric in rm.metrics:
+            rule = rules.get(metric.name)
+            if rule is None:
+                rule = self._rule_for(metric.name)
+            if rule == KEEP:
+                kept.append(metric)
+                continue
+            if rule == DROP:
+                dropped[REASON_METRIC] += len(metric.values)
+                changed = True
+                continue
+            if rule == FILESYSTEM:
+                mask = _device_mask(metric.attrs, self._filesystems)
+                reason = REASON_FILESYSTEM
+            elif rule == NETWORK:
+                mask = _device_mask(metric.attrs, self._network)
+                reason = REASON_NETWORK
+            else:
+                if disks is None:
+                    disks = self._disks.get(rm.key, _NO_DISKS)
+                mask = self._block_mask(metric.attrs, disks)
+                reason = REASON_BLOCK
+            kept_points = sum(mask)
+            if kept_points == len(mask):
+                kept.append(metric)
+                continue
+            changed = True
+            dropped[reason] += len(mask) - kept_points
+            if kept_points:
+                metric.keep(mask)
+                kept.append(metric)
+        return kept if changed else None
+
+    def _rule_for(self, name: str) -> int:
+        """Decide, once per metric name, whether it passes and which device rule applies."""
+        canonical = self._families.canonical(name)
+        stripped = _strip_prefix(name, self._prefixes)
+        candidates = {stripped}
+        if canonical is not None:
+            candidates.add(canonical)
+        user_name = self._user_names.canonical(name)
+        if user_name is not None:
+            candidates.add(user_name)
+
+        included = self._snapshot_families and canonical is not None
+        if not included and self._include is not None:
+            included = any(self._include.match(c) for c in candidates)
+        if included and self._exclude is not None:
+            included = not any(self._exclude.match(c) for c in candidates)
+
+        if not included:
+            rule = DROP
+        else:
+            rule = _device_rule_of(canonical or user_name or stripped)
+        if len(self._rules) >= CACHE_MAX_ENTRIES:
+            self._rules.clear()
+        self._rules[name] = rule
+        return rule
+
+    def _block_mask(self, attrs: list[dict[str, str]], disks: set[str]) -> list[bool]:
+        decisions = self._block_decisions
+        try:
+            rules = [decisions[a.get("device", "")] for a in attrs]
+        except KeyError:
+            self._decide_block_devices({a.get("device", "") for a in attrs})
+            rules = [decisions[a.get("device", "")] for a in attrs]
+        # True and False are final; a parent name keeps the partition only
+        # while that parent is not reported.
+        return [r if r is True or r is False else r not in disks for r in rules]
+
+    def _decide_block_devices(self, devices: set[str]) -> None:
+        decisions = self._block_decisions
+        if len(decisions) + len(devices) > CACHE_MAX_ENTRIES:
+            decisions.clear()
+        for device in devices:
+            if device in decisions:
+                continue
+            if not self._block.keeps(device):
+                decisions[device] = False
+                continue
+            parent = partition_parent(device) if self._drop_partitions else None
+            decisions[device] = parent if parent is not None else True
+
+    def _remember_disks(self, items: list[Item]) -> None:
+        """Record the kept whole disks each resource reports, before any point is filtered."""
+        rules = self._rules
+        decisions = self._block_decisions
+        for item in items:
+            if not isinstance(item, ResourceMetrics):
+                continue
+            found: set[str] | None = None
+            for metric in item.metrics:
+                rule = rules.get(metric.name)
+                if rule is None:
+                    rule = self._rule_for(metric.name)
+                if rule != BLOCK:
+                    continue
+                devices = {a.get("device", "") for a in metric.attrs}
+                self._decide_block_devices(devices)
+                whole = {d for d in devices if decisions.get(d) is True}
+                if whole:
+                    found = whole if found is None else found | whole
+            if found:
+                self._add_disks(item.key, found)
+
+    def _add_disks(self, key: tuple, disks: set[str]) -> None:
+        known = self._disks.pop(key, None)
+        if known is None:
+            known = set()
+            while len(self._disks) >= self._max_resources:
+                forgotten = next(iter(self._disks))
+                del self._disks[forgotten]
+                event(
+                    self.log,
+                    "filter_resource_forgotten",
+                    every_s=60.0,
+                    processor=self._component_id,
+                    resource=forgotten,
+                    max_tracked_resources=self._max_resources,
+                )
+        new = disks - known
+        if new and len(known) + len(new) > MAX_DISKS_PER_RESOURCE:
+            event(
+                self.log,
+                "filter_disk_limit_reached",
+                every_s=60.0,
+                processor=self._component_id,
+                resource=key,
+                max_disks=MAX_DISKS_PER_RESOURCE,
+            )
+            new = set(sorted(new)[: max(0, MAX_DISKS_PER_RESOURCE - len(known))])
+        known |= new
+        self._disks[key] = known
+
+
+_NO_DISKS: frozenset[str] = frozenset()
+
+# Families that carry a device attribute, by the start of their canonical name.
+_DEVICE_FAMILY_PREFIXES = (
+    ("node_filesystem_", FILESYSTEM),
+    ("system.filesystem.", FILESYSTEM),
+    ("node_network_", NETWORK),
+    ("system.network.", NETWORK),
+    ("node_disk_", BLOCK),
+    ("system.disk.", BLOCK),
+)
+
+
+def _device_rule_of(name: str) -> int:
+    for prefix, rule in _DEVICE_FAMILY_PREFIXES:
+        if name.startswith(prefix):
+            return rule
+    return KEEP
+
+
+def _device_mask(attrs: list[dict[str, str]], rule: DeviceRule) -> list[bool]:
+    decisions = rule.decisions
+    try:
+        return [decisions[a.get("device", "")] for a in attrs]
+    except KeyError:
+        rule.fill({a.get("device", "") for a in attrs})
+        return [decisions[a.get("device", "")] for a in attrs]
+
+
+def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _exact_names(patterns: list[str]) -> list[str]:
+    return [p for p in patterns if not any(c in p for c in "*?[")]
