@@ -54,16 +54,17 @@ def parse_duration_ns(text: str) -> int:
     raise TimeSpecError(f"invalid duration {text!r}: use a number with ns, us, ms, s, m or h (e.g. 15s)")
 
 
-def parse_time_ns(text: str, previous_ns: int | None = None) -> int:
-    """Parse a scrape time: RFC 3339 (``2025-12-22T10:00:00.250Z``), Unix
-    seconds (``1766397600.25``) or ``+DURATION`` after ``previous_ns``."""
+def parse_time_ns(text: str, previous_ns: int | None = None, number_unit: str = "s") -> int:
+    """Parse a scrape time: RFC 3339 (``2025-12-22T10:00:00.250Z``), a Unix
+    time in ``number_unit`` (``1766397600.25`` in s) or ``+DURATION`` after
+    ``previous_ns``."""
     text = text.strip()
     if text.startswith("+"):
         if previous_ns is None:
             raise TimeSpecError(f"relative time {text!r} needs an absolute time on an earlier scrape")
         return previous_ns + parse_duration_ns(text[1:])
     try:
-        return int(Decimal(text) * 1_000_000_000)
+        return int(Decimal(text) * _UNITS_NS[number_unit])
     except InvalidOperation:
         pass
     try:
@@ -95,6 +96,7 @@ def parse_scrape_args(
     start_ns: int | None = None,
     interval_ns: int | None = None,
     previous_ns: int | None = None,
+    number_unit: str = "s",
 ) -> list[Scrape]:
     """Turn ``FILE[@TIME]`` arguments into scrapes with absolute times.
 
@@ -117,7 +119,7 @@ def parse_scrape_args(
                     raise TimeSpecError(f"{spec}: no scrape time: write {spec}@+15s or give --interval")
                 time_ns = previous + interval_ns
         else:
-            time_ns = parse_time_ns(when, previous)
+            time_ns = parse_time_ns(when, previous, number_unit)
         if previous is not None and time_ns <= previous:
             raise TimeSpecError(f"{spec}: scrape time must be later than the previous scrape's")
         scrapes.append(Scrape(path, time_ns))
@@ -125,11 +127,12 @@ def parse_scrape_args(
     return scrapes
 
 
-def read_times_file(path: str) -> list[Scrape]:
+def read_times_file(path: str, number_unit: str = "s") -> list[Scrape]:
     """Read a times file: one ``SCRAPE_FILE TIME`` per line, ``#`` comments.
 
     Relative scrape paths are relative to the times file's folder; TIME may
-    be RFC 3339, Unix seconds or +DURATION after the previous line.
+    be RFC 3339, a Unix time in ``number_unit`` or +DURATION after the
+    previous line.
     """
     base = Path(path).parent
     specs = []
@@ -141,7 +144,7 @@ def read_times_file(path: str) -> list[Scrape]:
         if len(parts) != 2:
             raise TimeSpecError(f"{path}:{lineno}: expected 'SCRAPE_FILE TIME', got {raw.strip()!r}")
         specs.append(f"{base / parts[0]}@{parts[1]}")
-    return parse_scrape_args(specs)
+    return parse_scrape_args(specs, number_unit=number_unit)
 
 
 @dataclass
@@ -217,8 +220,8 @@ def convert_scrapes(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
-        "TIME is RFC 3339 (2025-12-22T10:00:00Z), Unix seconds (1766397600.5) or\n"
-        "+DURATION after the previous scrape (+15s, +500ms, +1m).\n\n"
+        "TIME is RFC 3339 (2025-12-22T10:00:00Z), a Unix time (1766397600.5; unit\n"
+        "set by --time-unit) or +DURATION after the previous scrape (+15s, +500ms, +1m).\n\n"
         "example:\n"
         "  otelsnap convert --out rec.otlprec --strip-prefix otel_ \\\n"
         "      scrape1.prom@2025-12-22T10:00:00Z scrape2.prom@+15s"
@@ -229,6 +232,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="recording to write (.otlprec; .gz compresses it)")
     parser.add_argument("--times", metavar="FILE", help="file of 'SCRAPE_FILE TIME' lines, instead of or before FILE[@TIME]")
+    parser.add_argument(
+        "--time-unit", choices=["s", "ms", "us", "ns"], default="s",
+        help="unit of TIMEs written as plain numbers (default: s)",
+    )
     parser.add_argument("--start", metavar="TIME", help="time of the first scrape when it has no @TIME")
     parser.add_argument("--interval", metavar="DURATION", help="gap between scrapes without @TIME (e.g. 15s)")
     parser.add_argument("--strip-prefix", default="", metavar="PREFIX", help="remove PREFIX from metric names (e.g. otel_)")
@@ -258,12 +265,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        scrapes = read_times_file(args.times) if args.times else []
-        start_ns = parse_time_ns(args.start) if args.start else None
+        unit = args.time_unit
+        scrapes = read_times_file(args.times, unit) if args.times else []
+        start_ns = parse_time_ns(args.start, number_unit=unit) if args.start else None
         interval_ns = parse_duration_ns(args.interval) if args.interval else None
         if args.scrapes:
             previous_ns = scrapes[-1].time_ns if scrapes else None
-            scrapes += parse_scrape_args(args.scrapes, start_ns, interval_ns, previous_ns)
+            scrapes += parse_scrape_args(args.scrapes, start_ns, interval_ns, previous_ns, unit)
         if not scrapes:
             print("otelsnap convert: no scrape files given: pass FILE@TIME or --times FILE", file=sys.stderr)
             return 2
