@@ -1,0 +1,514 @@
+"""Prometheus text → collector-shaped OTLP (pipeline.convert, otelsnap convert).
+
+The six-node sample and the local node_exporter capture are real data.
+Histograms, staleness, resets, target_info and ``# UNIT`` lines do not occur
+in them (node_exporter exposes one summary and no histogram), so those
+tests use small invented expositions, each marked as invented, whose
+expected OTLP was worked out by hand from the collector's rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
+from pipeline import convert, convert_cli, decode, promtext
+from pipeline.model import MetricKind
+from pipeline.recording import read_recording
+
+ROOT = Path(__file__).parent.parent
+SIX_NODES = ROOT / "testdata" / "atlhyper-six-nodes" / "otel_all_nodes.txt"
+LOCAL = ROOT / "testdata" / "node-exporter-local"
+T0 = 1_766_397_600_000_000_000  # 2025-12-22T10:00:00Z
+T1 = T0 + 15_000_000_000
+CUMULATIVE = 2
+
+
+def attrs(kvs) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in kvs}
+
+
+def metric_by_name(request: ExportMetricsServiceRequest, instance: str, name: str):
+    for rm in request.resource_metrics:
+        if attrs(rm.resource.attributes).get("service.instance.id") != instance:
+            continue
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    return metric
+    raise AssertionError(f"{name} not found for {instance}")
+
+
+def metadata_type(metric) -> str:
+    return next(kv.value.string_value for kv in metric.metadata if kv.key == "prometheus.type")
+
+
+def convert_text(text: str, time_ns: int = T0, **options) -> ExportMetricsServiceRequest:
+    return convert.exposition_to_request(promtext.parse(text), time_ns, convert.ConvertOptions(**options))
+
+
+def six_nodes_request(**options) -> ExportMetricsServiceRequest:
+    return convert_text(SIX_NODES.read_text(), strip_prefix="otel_", **options)
+
+
+# --- real data ---------------------------------------------------------------
+
+
+def test_six_nodes_counts():
+    request = six_nodes_request()
+    assert len(request.resource_metrics) == 6
+    names = set()
+    points = 0
+    for rm in request.resource_metrics:
+        for metric in rm.scope_metrics[0].metrics:
+            names.add(metric.name)
+            points += len(getattr(metric, metric.WhichOneof("data")).data_points)
+    assert len(names) == 57
+    assert points == 1499
+
+
+def test_six_nodes_resource_attributes():
+    request = six_nodes_request()
+    resources = [attrs(rm.resource.attributes) for rm in request.resource_metrics]
+    desk_zero = next(r for r in resources if r["service.instance.id"] == "192.168.0.130:9100")
+    assert desk_zero == {
+        "service.name": "node-exporter",
+        "service.instance.id": "192.168.0.130:9100",
+        "server.address": "192.168.0.130",
+        "server.port": "9100",
+        "url.scheme": "http",
+    }
+    scope = request.resource_metrics[0].scope_metrics[0].scope
+    assert scope.name == "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
+
+
+def test_six_nodes_types_follow_node_exporter():
+    request = six_nodes_request()
+    instance = "192.168.0.130:9100"
+    cpu = metric_by_name(request, instance, "node_cpu_seconds_total")
+    assert cpu.WhichOneof("data") == "sum"
+    assert cpu.sum.is_monotonic
+    assert cpu.sum.aggregation_temporality == CUMULATIVE
+    assert metadata_type(cpu) == "counter"
+    vmstat = metric_by_name(request, instance, "node_vmstat_pgfault")
+    assert vmstat.WhichOneof("data") == "gauge"
+    assert metadata_type(vmstat) == "unknown"
+    load = metric_by_name(request, instance, "node_load1")
+    assert load.WhichOneof("data") == "gauge"
+    assert metadata_type(load) == "gauge"
+
+
+def test_six_nodes_start_time_zero_by_default():
+    request = six_nodes_request()
+    cpu = metric_by_name(request, "192.168.0.130:9100", "node_cpu_seconds_total")
+    assert {dp.start_time_unix_nano for dp in cpu.sum.data_points} == {0}
+    assert {dp.time_unix_nano for dp in cpu.sum.data_points} == {T0}
+
+
+def test_six_nodes_values_and_labels_match_text():
+    # Independent route: a regular expression over the text, not promtext.
+    line_re = re.compile(r'^otel_node_network_receive_bytes_total\{(.*)\} (\S+)$')
+    expected = {}
+    for line in SIX_NODES.read_text().splitlines():
+        match = line_re.match(line)
+        if match and 'instance="192.168.0.7:9100"' in match[1]:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match[1]))
+            expected[labels["device"]] = float(match[2])
+    metric = metric_by_name(six_nodes_request(), "192.168.0.7:9100", "node_network_receive_bytes_total")
+    got = {attrs(dp.attributes)["device"]: dp.as_double for dp in metric.sum.data_points}
+    assert got == expected
+    assert len(expected) > 3
+    for dp in metric.sum.data_points:
+        assert set(attrs(dp.attributes)) == {"device"}
+
+
+def test_local_capture_summary_matches_text():
+    # Real node_exporter text with "# TYPE" lines: go_gc_duration_seconds is
+    # a summary. Expected values are read from the file with a regex.
+    text = (LOCAL / "scrape-0005.prom").read_text()
+    quantiles = {
+        float(q): float(v)
+        for q, v in re.findall(r'^go_gc_duration_seconds\{quantile="([^"]+)"\} (\S+)$', text, re.M)
+    }
+    count = float(re.search(r"^go_gc_duration_seconds_count (\S+)$", text, re.M)[1])
+    total = float(re.search(r"^go_gc_duration_seconds_sum (\S+)$", text, re.M)[1])
+    request = convert_text(text, job="node-exporter", instance="127.0.0.1:9100")
+    metric = metric_by_name(request, "127.0.0.1:9100", "go_gc_duration_seconds")
+    assert metric.WhichOneof("data") == "summary"
+    assert metadata_type(metric) == "summary"
+    (dp,) = metric.summary.data_points
+    assert dp.count == int(count)
+    assert dp.sum == total
+    assert [(q.quantile, q.value) for q in dp.quantile_values] == sorted(quantiles.items())
+    assert len(quantiles) == 5
+
+
+def test_local_capture_loopback_has_no_server_address():
+    text = (LOCAL / "scrape-0001.prom").read_text()
+    request = convert_text(text, job="node-exporter", instance="127.0.0.1:9100")
+    resource = attrs(request.resource_metrics[0].resource.attributes)
+    assert "server.address" not in resource
+    assert resource["server.port"] == "9100"
+
+
+def test_local_capture_untyped_is_gauge_unknown():
+    text = (LOCAL / "scrape-0001.prom").read_text()
+    assert "# TYPE node_vmstat_pgfault untyped" in text
+    request = convert_text(text, job="node-exporter", instance="127.0.0.1:9100")
+    metric = metric_by_name(request, "127.0.0.1:9100", "node_vmstat_pgfault")
+    assert metric.WhichOneof("data") == "gauge"
+    assert metadata_type(metric) == "unknown"
+
+
+# --- histograms and summaries (invented data) --------------------------------
+
+# Invented exposition: one histogram series with three finite buckets and
+# +Inf, one without _sum, a summary. Expected values computed by hand.
+HISTOGRAM_TEXT = """\
+# HELP http_request_duration_seconds Request latency.
+# TYPE http_request_duration_seconds histogram
+# UNIT http_request_duration_seconds seconds
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="GET",le="0.5"} 7
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="GET",le="0.1"} 3
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="GET",le="1"} 9
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="GET",le="+Inf"} 10
+http_request_duration_seconds_sum{job="api",instance="10.1.2.3:8080",method="GET"} 4.25
+http_request_duration_seconds_count{job="api",instance="10.1.2.3:8080",method="GET"} 10
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="POST",le="0.1"} 0
+http_request_duration_seconds_bucket{job="api",instance="10.1.2.3:8080",method="POST",le="0.5"} 2
+http_request_duration_seconds_count{job="api",instance="10.1.2.3:8080",method="POST"} 5
+# TYPE rpc_latency_seconds summary
+rpc_latency_seconds{job="api",instance="10.1.2.3:8080",quantile="0.99"} 0.8
+rpc_latency_seconds{job="api",instance="10.1.2.3:8080",quantile="0.5"} 0.125
+rpc_latency_seconds_sum{job="api",instance="10.1.2.3:8080"} 17.5
+rpc_latency_seconds_count{job="api",instance="10.1.2.3:8080"} 60
+"""
+
+
+def test_histogram_buckets_by_hand():
+    request = convert_text(HISTOGRAM_TEXT)
+    metric = metric_by_name(request, "10.1.2.3:8080", "http_request_duration_seconds")
+    assert metric.WhichOneof("data") == "histogram"
+    assert metric.histogram.aggregation_temporality == CUMULATIVE
+    assert metadata_type(metric) == "histogram"
+    assert metric.unit == "s"
+    assert metric.description == "Request latency."
+    get, post = metric.histogram.data_points
+    assert attrs(get.attributes) == {"method": "GET"}
+    # Buckets sorted by bound; +Inf dropped from the bounds.
+    assert list(get.explicit_bounds) == [0.1, 0.5, 1.0]
+    # Cumulative 3, 7, 9, count 10 → per bucket 3, 4, 2, 1.
+    assert list(get.bucket_counts) == [3, 4, 2, 1]
+    assert get.count == 10
+    assert get.HasField("sum")
+    assert get.sum == 4.25
+    assert get.time_unix_nano == T0
+    assert get.start_time_unix_nano == 0
+
+
+def test_histogram_without_sum_or_inf_bucket():
+    request = convert_text(HISTOGRAM_TEXT)
+    metric = metric_by_name(request, "10.1.2.3:8080", "http_request_duration_seconds")
+    post = metric.histogram.data_points[1]
+    assert attrs(post.attributes) == {"method": "POST"}
+    assert not post.HasField("sum")
+    assert list(post.explicit_bounds) == [0.1, 0.5]
+    # Cumulative 0, 2, count 5 → 0, 2, 3.
+    assert list(post.bucket_counts) == [0, 2, 3]
+    assert post.count == 5
+
+
+def test_summary_quantiles_by_hand():
+    request = convert_text(HISTOGRAM_TEXT)
+    metric = metric_by_name(request, "10.1.2.3:8080", "rpc_latency_seconds")
+    assert metric.WhichOneof("data") == "summary"
+    (dp,) = metric.summary.data_points
+    assert [(q.quantile, q.value) for q in dp.quantile_values] == [(0.5, 0.125), (0.99, 0.8)]
+    assert dp.count == 60
+    assert dp.sum == 17.5
+    assert attrs(dp.attributes) == {}
+
+
+def test_histogram_and_summary_decode_to_model():
+    result = decode.decode_bytes(convert_text(HISTOGRAM_TEXT).SerializeToString())
+    (rm,) = result.batch
+    histogram = next(m for m in rm.metrics if m.name == "http_request_duration_seconds")
+    assert histogram.kind is MetricKind.HISTOGRAM
+    assert histogram.extras[0].bucket_counts == (3, 4, 2, 1)
+    assert histogram.extras[1].sum is None
+    summary = next(m for m in rm.metrics if m.name == "rpc_latency_seconds")
+    assert summary.kind is MetricKind.SUMMARY
+    assert summary.extras[0].quantiles == ((0.5, 0.125), (0.99, 0.8))
+    assert result.points == 3
+
+
+def test_histogram_invalid_points_dropped_with_warning():
+    # Invented: decreasing buckets, a count below the largest bucket, and a
+    # series without _count: the receiver writes no point for any of them.
+    text = """\
+# TYPE h histogram
+h_bucket{job="j",instance="h:1",s="a",le="1"} 5
+h_bucket{job="j",instance="h:1",s="a",le="2"} 4
+h_count{job="j",instance="h:1",s="a"} 6
+h_bucket{job="j",instance="h:1",s="b",le="1"} 5
+h_count{job="j",instance="h:1",s="b"} 4
+h_bucket{job="j",instance="h:1",s="c",le="1"} 1
+h_sum{job="j",instance="h:1",s="c"} 1
+h_bucket{job="j",instance="h:1",s="d",le="1"} 1
+h_count{job="j",instance="h:1",s="d"} 1
+"""
+    converter = convert.Converter()
+    request = converter.convert(promtext.parse(text), T0)
+    metric = metric_by_name(request, "h:1", "h")
+    assert [attrs(dp.attributes)["s"] for dp in metric.histogram.data_points] == ["d"]
+    assert len(converter.warnings) == 3
+    assert any("decreasing" in w for w in converter.warnings)
+    assert any("below the largest bucket" in w for w in converter.warnings)
+    assert any("no _count" in w for w in converter.warnings)
+
+
+def test_histogram_type_from_table_without_type_lines():
+    # Invented, prefixed and without "# TYPE" lines: a table entry for the
+    # base name claims the _bucket/_sum/_count series.
+    text = """\
+otel_lat_bucket{job="j",instance="h:1",le="1"} 2
+otel_lat_bucket{job="j",instance="h:1",le="+Inf"} 3
+otel_lat_sum{job="j",instance="h:1"} 2.5
+otel_lat_count{job="j",instance="h:1"} 3
+otel_requests_total{job="j",instance="h:1"} 9
+"""
+    table = (("lat", "histogram"), ("*_total", "counter"), ("*", "gauge"))
+    request = convert_text(text, strip_prefix="otel_", type_table=table)
+    metric = metric_by_name(request, "h:1", "lat")
+    assert list(metric.histogram.data_points[0].bucket_counts) == [2, 1]
+    assert metric_by_name(request, "h:1", "requests_total").WhichOneof("data") == "sum"
+
+
+def test_histogram_without_type_is_gauges():
+    # Invented: no TYPE line and a table that does not know the family, so
+    # each sample name is its own gauge and "le" stays a label, as in the
+    # collector.
+    text = 'lat_bucket{job="j",instance="h:1",le="1"} 2\nlat_count{job="j",instance="h:1"} 3\n'
+    request = convert_text(text, type_table=(("*", "gauge"),))
+    bucket = metric_by_name(request, "h:1", "lat_bucket")
+    assert bucket.WhichOneof("data") == "gauge"
+    assert attrs(bucket.gauge.data_points[0].attributes) == {"le": "1"}
+
+
+def test_declared_prefixed_type_lines():
+    # Invented: TYPE lines carry the prefix too.
+    text = "# TYPE otel_jobs_done counter\notel_jobs_done{job=\"j\",instance=\"h:1\"} 4\n# TYPE otel_temp untyped\notel_temp{job=\"j\",instance=\"h:1\"} 40\n"
+    request = convert_text(text, strip_prefix="otel_", type_table=())
+    assert metric_by_name(request, "h:1", "jobs_done").WhichOneof("data") == "sum"
+    temp = metric_by_name(request, "h:1", "temp")
+    assert temp.WhichOneof("data") == "gauge"
+    assert metadata_type(temp) == "unknown"
+
+
+def test_target_info_becomes_resource_attributes():
+    # Invented.
+    text = 'target_info{job="j",instance="h:1",k8s_cluster="home"} 1\nup{job="j",instance="h:1"} 1\n'
+    request = convert_text(text)
+    (rm,) = request.resource_metrics
+    assert attrs(rm.resource.attributes)["k8s_cluster"] == "home"
+    assert [m.name for m in rm.scope_metrics[0].metrics] == ["up"]
+
+
+def test_empty_labels_dropped_and_explicit_timestamp_kept():
+    # Invented.
+    text = 'g{job="j",instance="h:1",a="",b="x"} 1 1766397601500\n'
+    metric = metric_by_name(convert_text(text), "h:1", "g")
+    dp = metric.gauge.data_points[0]
+    assert attrs(dp.attributes) == {"b": "x"}
+    assert dp.time_unix_nano == 1_766_397_601_500_000_000
+
+
+def test_nan_and_inf_pass_through():
+    # Invented.
+    text = 'g{job="j",instance="h:1",k="a"} NaN\ng{job="j",instance="h:1",k="b"} +Inf\n'
+    points = metric_by_name(convert_text(text), "h:1", "g").gauge.data_points
+    assert math.isnan(points[0].as_double)
+    assert points[1].as_double == math.inf
+    assert points[0].flags == 0
+
+
+def test_unit_words_become_ucum():
+    assert convert.unit_to_ucum("bytes") == "By"
+    assert convert.unit_to_ucum("bytes_per_second") == "By/s"
+    assert convert.unit_to_ucum("widgets") == "widgets"
+
+
+# --- several scrapes: staleness markers and start times (invented) -----------
+
+SCRAPE_A = 'c_total{job="j",instance="h:1",k="x"} 10\nc_total{job="j",instance="h:1",k="y"} 5\ng{job="j",instance="h:1"} 1\n'
+SCRAPE_B = 'c_total{job="j",instance="h:1",k="x"} 12\ng{job="j",instance="h:1"} 2\n'
+SCRAPE_C = 'c_total{job="j",instance="h:1",k="x"} 3\ng{job="j",instance="h:1"} 3\n'
+
+
+def test_disappeared_series_gets_one_staleness_marker():
+    converter = convert.Converter()
+    converter.convert(promtext.parse(SCRAPE_A), T0)
+    second = converter.convert(promtext.parse(SCRAPE_B), T1)
+    points = metric_by_name(second, "h:1", "c_total").sum.data_points
+    stale = [dp for dp in points if attrs(dp.attributes) == {"k": "y"}]
+    assert len(stale) == 1
+    assert stale[0].flags & 1
+    assert stale[0].WhichOneof("value") is None
+    assert stale[0].time_unix_nano == T1
+    third = converter.convert(promtext.parse(SCRAPE_C), T1 + 15_000_000_000)
+    points = metric_by_name(third, "h:1", "c_total").sum.data_points
+    assert [attrs(dp.attributes) for dp in points] == [{"k": "x"}]
+
+
+def test_staleness_marker_decodes_as_none():
+    converter = convert.Converter()
+    converter.convert(promtext.parse(SCRAPE_A), T0)
+    result = decode.decode_request(converter.convert(promtext.parse(SCRAPE_B), T1))
+    metric = next(m for m in result.batch[0].metrics if m.name == "c_total")
+    assert metric.values == [12.0, None]
+
+
+def test_first_point_start_time_and_reset():
+    converter = convert.Converter(convert.ConvertOptions(start_time="first_point"))
+    t2 = T1 + 15_000_000_000
+    first = converter.convert(promtext.parse(SCRAPE_A), T0)
+    second = converter.convert(promtext.parse(SCRAPE_B), T1)
+    third = converter.convert(promtext.parse(SCRAPE_C), t2)
+
+    def start_of(request, k):
+        points = metric_by_name(request, "h:1", "c_total").sum.data_points
+        return next(dp.start_time_unix_nano for dp in points if attrs(dp.attributes).get("k") == k)
+
+    assert start_of(first, "x") == T0
+    assert start_of(second, "x") == T0
+    # 12 → 3 is a reset: the start moves to the reset point's time.
+    assert start_of(third, "x") == t2
+    # The staleness marker keeps the series' start.
+    assert start_of(second, "y") == T0
+    gauge = metric_by_name(third, "h:1", "g").gauge.data_points[0]
+    assert gauge.start_time_unix_nano == 0
+
+
+def test_no_staleness_markers_option():
+    converter = convert.Converter(convert.ConvertOptions(staleness_markers=False))
+    converter.convert(promtext.parse(SCRAPE_A), T0)
+    second = converter.convert(promtext.parse(SCRAPE_B), T1)
+    assert len(metric_by_name(second, "h:1", "c_total").sum.data_points) == 1
+
+
+def test_type_table_file_parsing():
+    table = convert.parse_type_table("# comment\nnode_load* counter\n\n* gauge  # rest\n")
+    assert table == (("node_load*", "counter"), ("*", "gauge"))
+    with pytest.raises(ValueError, match="types:2: invalid type 'countr'"):
+        convert.parse_type_table("a gauge\nb countr\n", "types")
+    with pytest.raises(ValueError, match="expected 'GLOB TYPE'"):
+        convert.parse_type_table("a\n")
+
+
+# --- otelsnap convert --------------------------------------------------------
+
+
+def run_convert(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    convert_cli.add_arguments(parser)
+    return convert_cli.main(parser.parse_args(argv))
+
+
+def test_time_specs():
+    assert convert_cli.parse_time_ns("2025-12-22T10:00:00Z") == T0
+    assert convert_cli.parse_time_ns("2025-12-22T11:00:00.250+01:00") == T0 + 250_000_000
+    assert convert_cli.parse_time_ns("1766397600.5") == T0 + 500_000_000
+    assert convert_cli.parse_time_ns("1766397600500", number_unit="ms") == T0 + 500_000_000
+    assert convert_cli.parse_time_ns("+15s", T0) == T1
+    assert convert_cli.parse_time_ns("+250ms", T0) == T0 + 250_000_000
+    assert convert_cli.parse_time_ns("+1.5m", T0) == T0 + 90_000_000_000
+    with pytest.raises(convert_cli.TimeSpecError, match="needs an absolute time"):
+        convert_cli.parse_time_ns("+15s")
+    with pytest.raises(convert_cli.TimeSpecError, match="add a time zone"):
+        convert_cli.parse_time_ns("2025-12-22T10:00:00")
+    assert convert_cli.format_time_ns(T0 + 250_999_999) == "2025-12-22T10:00:00.250Z"
+
+
+def test_cli_two_scrapes_at_relative_time(tmp_path, capsys):
+    out = tmp_path / "rec.otlprec"
+    second = ROOT / "testdata" / "atlhyper-six-nodes" / "otel_all_nodes_plus15s.txt"
+    code = run_convert(
+        ["--out", str(out), "--strip-prefix", "otel_", f"{SIX_NODES}@2025-12-22T10:00:00Z", f"{second}@+15s"]
+    )
+    assert code == 0
+    records = list(read_recording(out))
+    assert [r.received_ns for r in records] == [T0, T1]
+    assert {(r.transport, r.content_type, r.compression) for r in records} == {
+        ("grpc", "application/x-protobuf", "gzip")
+    }
+    for record, time_ns in zip(records, [T0, T1]):
+        result = record.decode()
+        assert result.points == 1499
+        assert {t for rm in result.batch for m in rm.metrics for t in m.times} == {time_ns}
+    assert "2 requests, 6 resources, 57 metric names, 2998 points" in capsys.readouterr().err
+
+
+def test_cli_times_file_in_ms(tmp_path):
+    out = tmp_path / "local.otlprec"
+    code = run_convert(
+        ["--out", str(out), "--times", str(LOCAL / "times.txt"), "--time-unit", "ms",
+         "--job", "node-exporter", "--instance", "127.0.0.1:9100"]
+    )
+    assert code == 0
+    expected_ms = [int(line.split()[1]) for line in (LOCAL / "times.txt").read_text().splitlines() if line.strip()]
+    records = list(read_recording(out))
+    assert [r.received_ns for r in records] == [ms * 1_000_000 for ms in expected_ms]
+    assert len(records) == 5
+
+
+def test_cli_json_bodies_decode_like_protobuf(tmp_path):
+    out = tmp_path / "rec.otlprec"
+    assert run_convert(["--out", str(out), "--strip-prefix", "otel_", "--json", "--transport", "http", f"{SIX_NODES}@{T0 / 1e9:.0f}"]) == 0
+    (record,) = read_recording(out)
+    assert record.content_type == "application/json"
+    assert record.transport == "http"
+    from_json = record.decode()
+    from_proto = decode.decode_request(six_nodes_request())
+    assert from_json.points == from_proto.points == 1499
+    flat = lambda r: sorted(  # noqa: E731
+        (rm.attrs["service.instance.id"], m.name, tuple(sorted(a.items())), t, v)
+        for rm in r.batch for m in rm.metrics for a, t, v in zip(m.attrs, m.times, m.values)
+    )
+    assert flat(from_json) == flat(from_proto)
+
+
+def test_cli_types_file_overrides_table(tmp_path):
+    types = tmp_path / "types.txt"
+    types.write_text("node_load1 counter\n* gauge\n")
+    out = tmp_path / "rec.otlprec"
+    assert run_convert(["--out", str(out), "--strip-prefix", "otel_", "--types", str(types), f"{SIX_NODES}@{T0 // 10**9}"]) == 0
+    (record,) = read_recording(out)
+    request = record.to_request()
+    assert metric_by_name(request, "192.168.0.130:9100", "node_load1").WhichOneof("data") == "sum"
+    assert metric_by_name(request, "192.168.0.130:9100", "node_cpu_seconds_total").WhichOneof("data") == "gauge"
+
+
+def test_cli_rejects_bad_times(tmp_path, capsys):
+    out = str(tmp_path / "rec.otlprec")
+    assert run_convert(["--out", out, f"{SIX_NODES}@+15s"]) == 1
+    assert "needs an absolute time" in capsys.readouterr().err
+    assert run_convert(["--out", out, f"{SIX_NODES}@1000", f"{SIX_NODES}@999"]) == 1
+    assert "later than the previous scrape" in capsys.readouterr().err
+    assert run_convert(["--out", out, str(SIX_NODES)]) == 1
+    assert "no scrape time" in capsys.readouterr().err
+
+
+def test_cli_reports_invalid_text_with_line(tmp_path, capsys):
+    bad = tmp_path / "bad.prom"
+    bad.write_text('ok 1\nbroken{a="x" 2\n')
+    assert run_convert(["--out", str(tmp_path / "r.otlprec"), f"{bad}@1000"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.prom" in err
+    assert "line 2" in err
