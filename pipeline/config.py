@@ -844,7 +844,8 @@ def main(args) -> int:
     except ConfigError as e:
         source = args.config or "<embedded default>"
         problems = config_errors(e)
-        print(f"config invalid: {source}: {len(problems)} error(s)", file=sys.stderr)
+        count = f"{len(problems)} error" + ("s" if len(problems) != 1 else "")
+        print(f"config invalid: {source}: {count}", file=sys.stderr)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2

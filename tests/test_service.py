@@ -1,0 +1,654 @@
+"""The service: fan-out, the bounded queue, backpressure, timers, errors,
+own telemetry and graceful shutdown of ``otelsnap run``.
+
+Requests are the real six-node node_exporter scrape, converted the way a
+collector's prometheus receiver forwards it, sent over real gRPC to the
+real receiver on 127.0.0.1 with an ephemeral port. Test components
+(a column-rewriting processor, a processor that blocks or raises, an
+exporter that records what it gets) are registered through entry points in a
+real ``.dist-info`` directory, the way third-party packages register theirs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+
+from pipeline import convert, decode, promtext
+from pipeline.component import Exporter, Processor
+from pipeline.config import load_config_text
+from pipeline.model import Metric, MetricKind, ResourceMetrics
+from pipeline.service import Service, copy_batch
+from pipeline.telemetry import Telemetry
+
+SIX_NODES = Path(__file__).parent.parent / "testdata" / "atlhyper-six-nodes" / "otel_all_nodes.txt"
+T0 = 1_766_400_000_000_000_000
+EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+OTELSNAP = Path(sys.executable).parent / "otelsnap"
+WAIT_S = 10.0
+
+
+def has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+needs_file_exporter = pytest.mark.skipif(
+    not has_module("pipeline.exporters.file"), reason="pipeline.exporters.file is not written yet"
+)
+
+
+def six_node_text() -> str:
+    return SIX_NODES.read_text()
+
+
+def six_node_body(time_ns: int = T0) -> bytes:
+    exposition = promtext.parse(six_node_text())
+    request = convert.exposition_to_request(
+        exposition, time_ns, convert.ConvertOptions(strip_prefix="otel_")
+    )
+    return request.SerializeToString()
+
+
+def sample_lines(text: str) -> list[str]:
+    """The sample lines of exposition text, found without the parser."""
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def text_value(name: str, instance: str) -> float:
+    """One sample's value read straight from the text file."""
+    for line in sample_lines(six_node_text()):
+        if line.startswith("otel_" + name + "{") and f'instance="{instance}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {instance} not in the text")
+
+
+DESK_ZERO = "192.168.0.130:9100"
+SIX_NODE_POINTS = len(sample_lines(SIX_NODES.read_text()))
+
+
+def wait_until(condition, timeout_s: float = WAIT_S, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+# --- test components ----------------------------------------------------------
+
+
+@dataclass
+class ScaleConfig:
+    factor: float = 2.0
+
+
+class ScaleProcessor(Processor):
+    """Replaces every value column with values × factor (invented transform)."""
+
+    type_name = "scale"
+    Config = ScaleConfig
+    instances: list = []
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        ScaleProcessor.instances.append(self)
+        self.seen: list[list] = []
+
+    def process(self, items, now_ns):
+        self.seen.append(items)
+        factor = self.config.factor
+        for rm in items:
+            for metric in rm.metrics:
+                metric.values = [None if v is None else v * factor for v in metric.values]
+        return items
+
+
+class GateProcessor(Processor):
+    """Blocks in process() until the test opens the gate; raises on request."""
+
+    type_name = "gate"
+    entered = threading.Event()
+    gate = threading.Event()
+    fail_next = threading.Event()
+    flush_times: list[int] = []
+
+    def process(self, items, now_ns):
+        GateProcessor.entered.set()
+        if not GateProcessor.gate.wait(WAIT_S):
+            raise TimeoutError("the test never opened the gate")
+        if GateProcessor.fail_next.is_set():
+            GateProcessor.fail_next.clear()
+            raise RuntimeError("invented failure")
+        return items
+
+    def flush(self, now_ns):
+        GateProcessor.flush_times.append(now_ns)
+        return []
+
+
+class CaptureExporter(Exporter):
+    """Records every export call; ``accepting`` is switched by the test."""
+
+    type_name = "capture"
+    instances: list = []
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        CaptureExporter.instances.append(self)
+        self.batches: list[list] = []
+        self.open = True
+        self.shutdown_calls = 0
+
+    def export(self, items, now_ns):
+        self.batches.append(items)
+
+    @property
+    def accepting(self) -> bool:
+        return self.open
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        self.shutdown_calls += 1
+
+
+@pytest.fixture(autouse=True)
+def plugins(tmp_path_factory, monkeypatch):
+    """Register the test components as processor and exporter types."""
+    root = tmp_path_factory.mktemp("plugins")
+    dist = root / "otelsnap_service_test_plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: otelsnap-service-test-plugins\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[otelsnap.processors]\n"
+        f"scale = {__name__}:ScaleProcessor\n"
+        f"gate = {__name__}:GateProcessor\n"
+        "[otelsnap.exporters]\n"
+        f"capture = {__name__}:CaptureExporter\n"
+    )
+    monkeypatch.syspath_prepend(str(root))
+    ScaleProcessor.instances = []
+    CaptureExporter.instances = []
+    GateProcessor.entered = threading.Event()
+    GateProcessor.gate = threading.Event()
+    GateProcessor.gate.set()
+    GateProcessor.fail_next = threading.Event()
+    GateProcessor.flush_times = []
+    yield
+
+
+def make_config(text: str):
+    return load_config_text(textwrap.dedent(text), env={})
+
+
+RECEIVER = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+"""
+
+
+def export_call(port: int):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary(
+        EXPORT, request_serializer=None, response_deserializer=ExportMetricsServiceResponse.FromString
+    )
+    return channel, call
+
+
+@pytest.fixture
+def running():
+    """Start a Service from YAML text; stop it after the test."""
+    services = []
+
+    def start(text: str) -> Service:
+        service = Service(make_config(text), Telemetry())
+        services.append(service)
+        service.start()
+        return service
+
+    yield start
+    GateProcessor.gate.set()
+    for service in services:
+        service.stop(timeout_s=5)
+
+
+# --- synchronous core ---------------------------------------------------------
+
+
+def test_fan_out_gives_each_pipeline_copies():
+    config = make_config(
+        RECEIVER
+        + """
+processors:
+  scale/double: {factor: 2}
+exporters:
+  capture/a:
+  capture/b:
+service:
+  pipelines:
+    doubled: {receivers: [otlp], processors: [scale/double], exporters: [capture/a]}
+    plain: {receivers: [otlp], exporters: [capture/b]}
+"""
+    )
+    service = Service(config)
+    service.start_components()
+    result = decode.decode_bytes(six_node_body())
+    service.consume(result, T0)
+
+    doubled, plain = CaptureExporter.instances
+    mem_total = text_value("node_memory_MemTotal_bytes", DESK_ZERO)
+
+    def mem_value(batch) -> float:
+        rm = next(r for r in batch if r.attrs["service.instance.id"] == DESK_ZERO)
+        return next(m for m in rm.metrics if m.name == "node_memory_MemTotal_bytes").values[0]
+
+    assert mem_value(doubled.batches[0]) == mem_total * 2
+    assert mem_value(plain.batches[0]) == mem_total
+    assert mem_value(result.batch) == mem_total
+    # Each pipeline got its own objects; attribute dicts stay shared.
+    assert doubled.batches[0][0] is not result.batch[0]
+    assert plain.batches[0][0] is not result.batch[0]
+    assert plain.batches[0][0].metrics[0] is not result.batch[0].metrics[0]
+    assert plain.batches[0][0].attrs is result.batch[0].attrs
+
+
+def test_single_pipeline_gets_the_batch_itself():
+    config = make_config(
+        RECEIVER
+        + """
+processors:
+  scale:
+exporters:
+  capture:
+service:
+  pipelines:
+    node: {receivers: [otlp], processors: [scale], exporters: [capture]}
+"""
+    )
+    service = Service(config)
+    service.start_components()
+    result = decode.decode_bytes(six_node_body())
+    service.consume(result, T0)
+    assert ScaleProcessor.instances[0].seen[0] is result.batch
+
+
+def test_copy_batch_copies_objects_not_columns():
+    rm = ResourceMetrics(
+        attrs={"service.instance.id": "a:1"},
+        metrics=[Metric("m", MetricKind.GAUGE, attrs=[{}], times=[1], values=[2.0])],
+    )
+    (copy,) = copy_batch([rm])
+    assert copy is not rm
+    assert copy.metrics is not rm.metrics
+    assert copy.metrics[0] is not rm.metrics[0]
+    assert copy.metrics[0].values is rm.metrics[0].values
+    assert copy.key == rm.key
+    copy.metrics[0].values = [5.0]
+    assert rm.metrics[0].values == [2.0]
+
+
+def test_processor_instance_per_pipeline_exporter_shared():
+    config = make_config(
+        RECEIVER
+        + """
+processors:
+  scale:
+exporters:
+  capture:
+service:
+  pipelines:
+    one: {receivers: [otlp], processors: [scale], exporters: [capture]}
+    two: {receivers: [otlp], processors: [scale], exporters: [capture]}
+"""
+    )
+    service = Service(config)
+    service.start_components()
+    assert len(ScaleProcessor.instances) == 2
+    assert {p.context.pipeline for p in ScaleProcessor.instances} == {"one", "two"}
+    assert all(p.context.component_id == "scale" for p in ScaleProcessor.instances)
+    assert ScaleProcessor.instances[0].log.name == "otelsnap.scale"
+    assert len(CaptureExporter.instances) == 1
+    service.consume(decode.decode_bytes(six_node_body()), T0)
+    assert len(CaptureExporter.instances[0].batches) == 2
+
+
+def test_drain_shuts_exporters_down_once():
+    config = make_config(
+        RECEIVER
+        + """
+exporters:
+  capture:
+service:
+  pipelines:
+    one: {receivers: [otlp], exporters: [capture]}
+    two: {receivers: [otlp], exporters: [capture]}
+"""
+    )
+    service = Service(config)
+    service.start_components()
+    service.drain(T0, timeout_s=1)
+    assert CaptureExporter.instances[0].shutdown_calls == 1
+
+
+# --- the running service ------------------------------------------------------
+
+
+def tap_config(extra_processors: str = "", processors: str = "[]", service_extra: str = "") -> str:
+    return (
+        RECEIVER
+        + f"""
+processors:
+  gate:
+{extra_processors}
+exporters:
+  capture:
+service:
+  telemetry:
+    metrics: {{endpoint: ""}}
+{service_extra}
+  pipelines:
+    tap: {{receivers: [otlp], processors: {processors}, exporters: [capture]}}
+"""
+    )
+
+
+def test_grpc_request_reaches_exporter(running):
+    service = running(tap_config())
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(), timeout=5)
+    exporter = CaptureExporter.instances[0]
+    wait_until(lambda: exporter.batches, what="the exported batch")
+    batch = exporter.batches[0]
+    assert len(batch) == 6
+    assert sum(rm.point_count() for rm in batch) == SIX_NODE_POINTS
+    assert service.telemetry.get("otelsnap_service_accepted_requests") == 1
+    assert service.telemetry.get("otelsnap_service_accepted_points") == SIX_NODE_POINTS
+
+
+def test_full_queue_rejects_with_unavailable(running):
+    service = running(tap_config(processors="[gate]", service_extra="  queue_size: 1"))
+    GateProcessor.gate.clear()
+    body = six_node_body()
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(body, timeout=5)  # taken by the worker, which blocks in the gate
+        assert GateProcessor.entered.wait(WAIT_S)
+        call(body, timeout=5)  # waits in the queue (size 1)
+        with pytest.raises(grpc.RpcError) as caught:
+            call(body, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "processing queue is full" in caught.value.details()
+
+        GateProcessor.gate.set()
+        exporter = CaptureExporter.instances[0]
+        wait_until(lambda: len(exporter.batches) == 2, what="two exported batches")
+        call(body, timeout=5)  # room again
+        wait_until(lambda: len(exporter.batches) == 3, what="three exported batches")
+
+    telemetry = service.telemetry
+    assert telemetry.get("otelsnap_service_refused_requests", receiver="otlp", reason="queue_full") == 1
+    assert telemetry.get("otelsnap_service_refused_points", receiver="otlp", reason="queue_full") == SIX_NODE_POINTS
+    assert telemetry.get("otelsnap_service_accepted_requests") == 3
+
+
+def test_submit_admission_when_queue_full():
+    config = make_config(tap_config(processors="[gate]", service_extra="  queue_size: 1"))
+    service = Service(config)
+    service.start_components()  # no worker: nothing takes from the queue
+    result = decode.decode_bytes(six_node_body())
+    first = service.submit(result, T0, "grpc")
+    second = service.submit(result, T0, "grpc")
+    assert first.accepted is True
+    assert second.accepted is False
+    assert second.retry_after_s == 1
+    assert second.reason == "processing queue is full"
+
+
+def test_exporter_backpressure_rejects(running):
+    service = running(tap_config())
+    exporter = CaptureExporter.instances[0]
+    exporter.open = False
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            call(six_node_body(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "exporter capture queue is full" in caught.value.details()
+        exporter.open = True
+        call(six_node_body(), timeout=5)
+    wait_until(lambda: len(exporter.batches) == 1, what="the batch sent after the exporter reopened")
+    assert service.telemetry.get(
+        "otelsnap_service_refused_requests", receiver="otlp", reason="exporter_queue_full"
+    ) == 1
+
+
+def test_processor_exception_drops_batch_and_continues(running):
+    service = running(tap_config(processors="[gate]"))
+    GateProcessor.fail_next.set()
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    exporter = CaptureExporter.instances[0]
+    with channel:
+        call(six_node_body(T0), timeout=5)
+        wait_until(
+            lambda: service.telemetry.get("otelsnap_service_component_errors") == 1,
+            what="the counted processor error",
+        )
+        call(six_node_body(T0 + 15_000_000_000), timeout=5)
+        wait_until(lambda: exporter.batches, what="the batch after the failure")
+    assert len(exporter.batches) == 1
+    assert exporter.batches[0][0].metrics[0].times[0] == T0 + 15_000_000_000
+    telemetry = service.telemetry
+    assert telemetry.get(
+        "otelsnap_service_component_errors", component="gate", pipeline="tap", stage="process"
+    ) == 1
+    assert telemetry.get(
+        "otelsnap_service_dropped_points", pipeline="tap", component="gate", reason="component_error"
+    ) == SIX_NODE_POINTS
+
+
+def test_worker_runs_processor_timers(running):
+    before = time.time_ns()
+    running(tap_config(processors="[gate]", service_extra="  tick_interval_s: 0.05"))
+    wait_until(lambda: len(GateProcessor.flush_times) >= 3, what="three timer ticks")
+    times = GateProcessor.flush_times[:3]
+    assert times == sorted(times)
+    assert times[0] >= before
+
+
+def test_own_metrics_endpoint(running):
+    text = tap_config().replace('metrics: {endpoint: ""}', "metrics: {endpoint: 127.0.0.1:0}")
+    service = running(text)
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(), timeout=5)
+    wait_until(lambda: CaptureExporter.instances[0].batches, what="the exported batch")
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = response.read().decode()
+    accepted = re.search(r"^otelsnap_service_accepted_points_total\{(.*)\} (\S+)$", body, re.MULTILINE)
+    assert accepted is not None, body[:2000]
+    assert 'receiver="otlp"' in accepted.group(1)
+    assert 'transport="grpc"' in accepted.group(1)
+    assert float(accepted.group(2)) == SIX_NODE_POINTS
+    assert re.search(r"^otelsnap_service_queue_capacity\S* 64\.0$", body, re.MULTILINE), body[:2000]
+
+
+# --- otelsnap run as a process ------------------------------------------------
+
+
+def start_run(config_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.Popen(
+        [str(OTELSNAP), "run", "--config", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def read_until(stream, pattern: str, timeout_s: float = WAIT_S) -> tuple[re.Match, list[str]]:
+    """Read lines from ``stream`` until one matches ``pattern``."""
+    lines: list[str] = []
+    found: list[re.Match] = []
+
+    def reader():
+        for line in stream:
+            lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                found.append(match)
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not found:
+        raise AssertionError(f"no line matched {pattern!r} in {timeout_s} s:\n" + "".join(lines))
+    return found[0], lines
+
+
+def test_run_invalid_config_exits_2(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(RECEIVER + "service:\n  pipelines:\n    node: {receivers: [otlp]}\n")
+    result = subprocess.run(
+        [str(OTELSNAP), "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert (
+        "error: service.pipelines.node.exporters: a pipeline needs at least one exporter"
+        in result.stderr
+    )
+    assert "service_started" not in result.stderr
+
+
+@needs_file_exporter
+def test_sigterm_drains_and_exits_0(tmp_path):
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "otelsnap.yaml"
+    config.write_text(
+        RECEIVER
+        + f"""
+exporters:
+  file:
+    path: {out}
+service:
+  telemetry:
+    metrics: {{endpoint: ""}}
+  pipelines:
+    tap: {{receivers: [otlp], exporters: [file]}}
+"""
+    )
+    process = start_run(config)
+    try:
+        match, _ = read_until(process.stderr, r"event=receiver_started .*grpc_endpoint=127\.0\.0\.1:(\d+)")
+        port = int(match.group(1))
+        channel, call = export_call(port)
+        with channel:
+            for i in range(5):
+                call(six_node_body(T0 + i * 15_000_000_000), timeout=5)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, process.stderr.read()
+    lines = out.read_bytes().splitlines()
+    # One line per resource of each accepted request.
+    assert len(lines) == 5 * 6
+    instances = [orjson.loads(line)["resource"]["service.instance.id"] for line in lines]
+    expected_instances = {
+        re.search(r'instance="([^"]+)"', line).group(1) for line in sample_lines(six_node_text())
+    }
+    assert len(expected_instances) == 6
+    assert sorted(instances) == sorted(list(expected_instances) * 5)
+    times = {
+        point["time_unix_nano"]
+        for line in lines
+        for metric in orjson.loads(line)["metrics"]
+        for point in metric["points"]
+    }
+    assert times == {T0 + i * 15_000_000_000 for i in range(5)}
+    desk_zero = [orjson.loads(line) for line in lines if DESK_ZERO in line.decode()]
+    mem = next(m for m in desk_zero[0]["metrics"] if m["name"] == "node_memory_MemTotal_bytes")
+    assert mem["points"][0]["value"] == text_value("node_memory_MemTotal_bytes", DESK_ZERO)
+
+
+SLOW_PLUGIN = '''
+from pipeline.component import Exporter
+import time
+
+class SlowExporter(Exporter):
+    type_name = "slow"
+
+    def export(self, items, now_ns):
+        pass
+
+    def shutdown(self, timeout_s=10.0):
+        time.sleep(60)
+'''
+
+
+def test_second_signal_forces_exit(tmp_path):
+    # A real plugin package in a directory on PYTHONPATH, as a user installs one.
+    (tmp_path / "slow_plugin.py").write_text(SLOW_PLUGIN)
+    dist = tmp_path / "slow_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[otelsnap.exporters]\nslow = slow_plugin:SlowExporter\n")
+    config = tmp_path / "otelsnap.yaml"
+    config.write_text(
+        RECEIVER
+        + """
+exporters:
+  slow:
+service:
+  shutdown_timeout_s: 60
+  telemetry:
+    metrics: {endpoint: ""}
+  pipelines:
+    tap: {receivers: [otlp], exporters: [slow]}
+"""
+    )
+    process = start_run(config, {"PYTHONPATH": str(tmp_path)})
+    try:
+        read_until(process.stderr, r"event=service_started")
+        process.send_signal(signal.SIGTERM)
+        read_until(process.stderr, r"event=service_stopping")
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGINT
+    assert elapsed < 20
