@@ -119,6 +119,9 @@ HOSTMETRICS_FAMILIES: frozenset[str] = frozenset(
         "system.network.dropped",
         "system.uptime",
         "system.processes.count",
+        "system.linux.memory.available",
+        "system.network.conntrack.count",
+        "system.network.conntrack.max",
     }
 )
 
