@@ -264,6 +264,7 @@ class OtlpReceiver:
         self._token = auth.bearer_token.encode() if auth is not None and auth.bearer_token else None
         self._resource_exhausted = config.overload_status == "resource_exhausted"
         self._grpc_server: grpc.Server | None = None
+        self._grpc_workers: futures.ThreadPoolExecutor | None = None
         self._health: health.HealthServicer | None = None
         self._http_server: _HttpServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -317,6 +318,8 @@ class OtlpReceiver:
             abandoned = self._http_server.stop(deadline, self._http_thread)
         if grpc_stopped is not None:
             grpc_stopped.wait(max(deadline - time.monotonic(), 0.0) + 1.0)
+        if self._grpc_workers is not None:
+            self._grpc_workers.shutdown(wait=False)
         if self.grpc_port is not None or self.http_port is not None:
             event(
                 self.log,
@@ -339,11 +342,15 @@ class OtlpReceiver:
             # Without this, grpcio sets SO_REUSEPORT and a second process can
             # bind the same port and silently take half the connections.
             ("grpc.so_reuseport", 0),
+            # Accept client keepalive pings every 10 s (grpc-go's minimum
+            # keepalive time), with or without calls. grpc core's default
+            # policy (one ping per 5 min without data) answers a collector
+            # configured with keepalive.time: 30s by closing the connection.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
         ]
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="otlp-grpc"),
-            options=options,
-        )
+        self._grpc_workers = futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="otlp-grpc")
+        server = grpc.server(self._grpc_workers, options=options)
         export = grpc.unary_unary_rpc_method_handler(self._grpc_export)  # bytes in, bytes out
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": export}),)
