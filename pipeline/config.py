@@ -19,7 +19,7 @@ String values may reference environment variables: ``${env:NAME}``,
 ``${env:NAME:-default}`` (the default applies when NAME is unset or empty),
 and the Collector's shorthand ``${NAME}``. ``$$`` is a literal ``$``.
 Substitution runs on parsed scalar values, so a variable's content is never
-parsed as YAML syntax; a value that consists of one reference is converted
+parsed as YAML syntax. A value that consists of one reference is converted
 to a number or boolean when its option expects one.
 """
 
@@ -46,7 +46,7 @@ RECEIVER_TYPES = ("otlp",)
 TOP_LEVEL_KEYS = ("receivers", "processors", "exporters", "service")
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error")
 
-# type is the Collector's rule; the name may be anything without spaces or "/".
+# The type follows the Collector's rule. The name may be anything without spaces or "/".
 _ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}(/[^\s/]+)?")
 _REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _REFERENCE_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(?!-)")
@@ -107,12 +107,13 @@ class ServiceSettings:
     """The ``service`` section, except ``pipelines``."""
 
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
-    # Requests waiting for the worker thread; when full, receivers reject
-    # new requests with a retryable status instead of buffering without bound.
+    # Max requests waiting for the worker thread. When the queue is full,
+    # receivers reject new requests with a retryable status.
     queue_size: int = 64
-    # How often processor timers run (flush of due items, state expiry).
+    # Seconds between runs of the processors' timers (flush, state expiry).
     tick_interval_s: float = 1.0
-    # Time the exporters get on shutdown to deliver or persist what they hold.
+    # Time limit for a graceful shutdown: draining the queue and the
+    # pipelines, then letting exporters deliver or persist what they hold.
     shutdown_timeout_s: float = 10.0
 
     def validate(self) -> None:

@@ -1,10 +1,11 @@
 """The running service: pipelines, the worker thread, receivers, own telemetry;
 ``otelsnap run``.
 
-Receivers call ``submit()`` from their request threads. It never blocks: a
-request goes into a bounded queue, or is rejected with an ``Admission`` that
-the receiver turns into a retryable status (gRPC UNAVAILABLE, HTTP 503), so
-a collector retries later instead of otelsnap buffering without bound. One
+Receivers call ``submit()`` from their request threads, and it does not wait
+for the pipelines. A request goes into a bounded queue, or is rejected with
+an ``Admission`` that the receiver turns into a retryable status (gRPC
+UNAVAILABLE, HTTP 503). The collector retries later, and otelsnap never
+buffers without bound. One
 worker thread takes requests off the queue and runs every pipeline fed by the
 receiver, so processors never see two threads. The same thread runs the
 processors' timers every ``service.tick_interval_s``.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import os
 import queue
 import signal
@@ -51,8 +53,8 @@ log = logging.getLogger("otelsnap.service")
 RETRY_AFTER_S = 1.0
 # Time receivers get to finish the requests in flight on shutdown.
 RECEIVER_GRACE_S = 5.0
-# At least this long for the exporters on shutdown, even when draining the
-# queue used up shutdown_timeout_s: they persist what they hold.
+# Minimum time for the exporters on shutdown, even when draining the queue
+# used up shutdown_timeout_s, so they can still persist what they hold.
 MIN_EXPORTER_SHUTDOWN_S = 1.0
 LOG_EVERY_S = 10.0
 
@@ -286,10 +288,10 @@ class Service:
         transport: str,
         receiver_id: str | None = None,
     ) -> Admission:
-        """Queue a decoded request for the worker thread; never blocks.
+        """Queue a decoded request for the worker thread without waiting.
 
-        Rejects (to be retried by the sender) while the queue is full, while
-        an exporter of these pipelines asks for backpressure, and once
+        Rejects the request (the sender retries it) while the queue is full,
+        while an exporter of these pipelines asks for backpressure, and once
         shutdown has begun.
         """
         if receiver_id is None:
@@ -491,8 +493,31 @@ class Service:
 
 # --- fan-out copies ---------------------------------------------------------
 
-_RESOURCE_FIELDS = tuple(f.name for f in dataclasses.fields(ResourceMetrics))
-_METRIC_FIELDS = tuple(f.name for f in dataclasses.fields(Metric))
+
+def _copier(cls: type) -> Callable[[Any], Any]:
+    """Return a function making a shallow copy of a dataclass instance.
+
+    Calling the constructor with the fields in order took half the time of
+    setting each slot of a bare instance, measured on the six-node sample.
+    """
+    fields = dataclasses.fields(cls)
+    if all(f.init and not f.kw_only for f in fields):
+        values = operator.attrgetter(*(f.name for f in fields))
+        return lambda obj: cls(*values(obj))
+
+    names = [f.name for f in fields]
+
+    def copy(obj: Any) -> Any:
+        new = object.__new__(cls)
+        for name in names:
+            setattr(new, name, getattr(obj, name))
+        return new
+
+    return copy
+
+
+_copy_resource = _copier(ResourceMetrics)
+_copy_metric = _copier(Metric)
 
 
 def copy_batch(batch: list) -> list:
@@ -503,17 +528,10 @@ def copy_batch(batch: list) -> list:
         if not isinstance(rm, ResourceMetrics):
             out.append(rm)
             continue
-        new_rm = _copy_slots(rm, _RESOURCE_FIELDS)
-        new_rm.metrics = [_copy_slots(m, _METRIC_FIELDS) for m in rm.metrics]
+        new_rm = _copy_resource(rm)
+        new_rm.metrics = [_copy_metric(m) for m in rm.metrics]
         out.append(new_rm)
     return out
-
-
-def _copy_slots(obj: Any, names: tuple[str, ...]) -> Any:
-    new = object.__new__(type(obj))
-    for name in names:
-        setattr(new, name, getattr(obj, name))
-    return new
 
 
 # --- otelsnap run -------------------------------------------------------------

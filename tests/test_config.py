@@ -269,7 +269,7 @@ def test_env_substitution(plugins):
     assert config.headers == {"Authorization": "Bearer s3cr3t", "Literal": "cost $5"}
 
 
-def test_env_default_applies_when_unset_or_empty(plugins):
+def test_env_default_when_unset_or_empty(plugins):
     text = PLUGIN_PIPELINE.format(
         cluster_id="${env:CLUSTER:-dev}", max_series="${env:MAX_SERIES:-10}", enabled="true"
     )
@@ -279,12 +279,12 @@ def test_env_default_applies_when_unset_or_empty(plugins):
     assert example_config(text, {"TOKEN": "t"}).max_series == 10
 
 
-def test_env_number_from_string_option_stays_string(plugins):
+def test_env_string_option_stays_string(plugins):
     text = PLUGIN_PIPELINE.format(cluster_id="${env:CLUSTER}", max_series="1", enabled="true")
     assert example_config(text, {"CLUSTER": "0123", "TOKEN": "t"}).cluster_id == "0123"
 
 
-def test_env_missing_variable_names_it_and_path(plugins):
+def test_env_missing_variable_error(plugins):
     text = PLUGIN_PIPELINE.format(cluster_id="x", max_series="1", enabled="true")
     errors = load_errors(text, env={})
     assert (

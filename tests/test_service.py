@@ -239,7 +239,7 @@ def running():
 # --- synchronous core ---------------------------------------------------------
 
 
-def test_fan_out_gives_each_pipeline_copies():
+def test_fan_out_copies_per_pipeline():
     config = make_config(
         RECEIVER
         + """
@@ -447,7 +447,7 @@ def test_exporter_backpressure_rejects(running):
     ) == 1
 
 
-def test_processor_exception_drops_batch_and_continues(running):
+def test_processor_error_drops_one_batch(running):
     service = running(tap_config(processors="[gate]"))
     GateProcessor.fail_next.set()
     channel, call = export_call(service.receivers["otlp"].grpc_port)
