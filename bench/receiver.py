@@ -1,7 +1,7 @@
 """Throughput of the OTLP receiver against in-process decoding.
 
 Sends the six-node node_exporter sample (1,499 points, 106 kB, 13 kB
-gzipped) as fast as the receiver answers, over gRPC and over HTTP, both
+gzipped) as fast as the receiver replies, over gRPC and over HTTP, both
 gzipped as a collector sends them, from ``--clients`` connections in a
 separate client process (so client work does not share the server's GIL).
 The consumer accepts everything and does nothing, so the numbers are the

@@ -3,7 +3,7 @@
 A collector's ``otlp`` (gRPC) or ``otlphttp`` exporter sends Export requests
 here. Each request is decoded once (``pipeline.decode``), shown to the
 optional ``raw_sink`` (recording), and handed to the consumer (the service's
-bounded queue). The consumer's ``Admission`` decides the answer:
+bounded queue). The consumer's ``Admission`` decides the reply:
 
 - accepted: OK, with an OTLP partial success when points were rejected;
 - refused (queue full): gRPC UNAVAILABLE, or RESOURCE_EXHAUSTED with a
@@ -18,7 +18,7 @@ bounded queue). The consumer's ``Admission`` decides the answer:
 gRPC uses grpcio with a generic handler whose request deserializer is the
 identity, so the body arrives as bytes and is parsed by the decoder's fast
 path instead of the standard message class. grpcio decompresses gzip and
-deflate itself; it cannot decode zstd or snappy and answers such a request
+deflate itself. It cannot decode zstd or snappy and replies to such a request
 with INTERNAL "Error parsing 'grpc-encoding' metadata" before the handler
 runs, which the collector treats as permanent. Collectors must send gzip.
 
@@ -216,8 +216,8 @@ class RawRequest:
     """One well-formed Export request as it arrived, for recordings.
 
     ``body`` is decompressed. ``compression`` is "gzip" when an HTTP body
-    arrived gzipped; it is always "" for gRPC because grpcio decompresses
-    before the handler and does not say which encoding was used.
+    arrived gzipped. It is always "" for gRPC, because grpcio decompresses
+    before the handler and does not tell which encoding was used.
     """
 
     body: bytes
@@ -343,9 +343,9 @@ class OtlpReceiver:
             # bind the same port and silently take half the connections.
             ("grpc.so_reuseport", 0),
             # Accept client keepalive pings every 10 s (grpc-go's minimum
-            # keepalive time), with or without calls. grpc core's default
-            # policy (one ping per 5 min without data) answers a collector
-            # configured with keepalive.time: 30s by closing the connection.
+            # keepalive time), with or without calls. Under grpc core's
+            # default policy (one ping per 5 min without data), a collector
+            # with keepalive.time: 30s gets GOAWAY too_many_pings.
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
@@ -357,6 +357,7 @@ class OtlpReceiver:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+
         host, port = parse_endpoint(cfg.endpoint, "protocols.grpc.endpoint")
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -370,6 +371,7 @@ class OtlpReceiver:
                 "is the port in use? choose a free port"
             ) from None
         server.start()
+
         self._grpc_server = server
         self.grpc_port = bound
         self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -400,7 +402,7 @@ class OtlpReceiver:
         """Decode one request body, record it and hand it to the consumer.
 
         Raises InvalidRequest (counted and logged) when the body is not a
-        valid Export request. An empty request is answered without
+        valid Export request. An empty request gets a success reply without
         reaching the consumer.
         """
         try:
@@ -481,7 +483,7 @@ class OtlpReceiver:
         self.telemetry.add("otelsnap_receiver_requests", 1, transport=transport, outcome=outcome)
 
     def log_rejected(self, transport: str, name: str, peer: str, reason: str, **fields) -> None:
-        """Log a request that was not accepted, at most once per window per kind."""
+        """Log a request that was not accepted, at most once per 10 s per event and transport."""
         event(
             self.log,
             name,
@@ -735,46 +737,16 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
     def _export(self) -> None:
         received_ns = time.time_ns()
-        receiver = self.server.receiver
-        if not receiver.authorized(self.headers.get("Authorization")):
-            receiver.count_request("http", "unauthenticated")
-            receiver.log_rejected("http", "request_unauthenticated", self.peer, "missing or wrong bearer token")
-            self._send_error(
-                401,
-                code_pb2.UNAUTHENTICATED,
-                "missing or wrong bearer token; send the header Authorization: Bearer <token>",
-                close=True,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if not self._headers_acceptable():
             return
-        content_type = self._media_type()
-        if content_type not in (PROTOBUF, JSON):
-            self._reject("invalid", f"unsupported Content-Type {content_type!r}")
-            self._send_error(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"Content-Type {content_type or '(none)'!r} is not supported; send {PROTOBUF} or {JSON}",
-                close=True,
-            )
-            return
-        encoding = self.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in ("", "identity", "gzip"):
-            self._reject("invalid", f"unsupported Content-Encoding {encoding!r}")
-            self._send_error(
-                415,
-                code_pb2.INVALID_ARGUMENT,
-                f"Content-Encoding {encoding!r} is not supported; configure the exporter with "
-                "compression: gzip (or none)",
-                close=True,
-            )
-            return
-        body = self._read_body_or_reply(encoding == "gzip")
+        body = self._read_body_or_reply(self._content_encoding() == "gzip")
         if body is None:
             return
+
+        receiver = self.server.receiver
+        compression = "gzip" if self._content_encoding() == "gzip" else ""
         try:
-            result, admission = receiver.accept(
-                "http", body, content_type, "gzip" if encoding == "gzip" else "", self.peer, received_ns
-            )
+            result, admission = receiver.accept("http", body, self._media_type(), compression, self.peer, received_ns)
         except InvalidRequest as err:
             self._send_error(400, code_pb2.INVALID_ARGUMENT, err.message)
             return
@@ -788,6 +760,45 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             )
             return
         self._send(200, self._encode(export_response(result)))
+
+    def _headers_acceptable(self) -> bool:
+        """Check the token, Content-Type and Content-Encoding; send the error reply if one fails."""
+        receiver = self.server.receiver
+        if not receiver.authorized(self.headers.get("Authorization")):
+            receiver.count_request("http", "unauthenticated")
+            receiver.log_rejected("http", "request_unauthenticated", self.peer, "missing or wrong bearer token")
+            self._send_error(
+                401,
+                code_pb2.UNAUTHENTICATED,
+                "missing or wrong bearer token; send the header Authorization: Bearer <token>",
+                close=True,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            return False
+
+        content_type = self._media_type()
+        if content_type not in (PROTOBUF, JSON):
+            self._reject("invalid", f"unsupported Content-Type {content_type!r}")
+            self._send_error(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"Content-Type {content_type or '(none)'!r} is not supported; send {PROTOBUF} or {JSON}",
+                close=True,
+            )
+            return False
+
+        encoding = self._content_encoding()
+        if encoding not in ("", "identity", "gzip"):
+            self._reject("invalid", f"unsupported Content-Encoding {encoding!r}")
+            self._send_error(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"Content-Encoding {encoding!r} is not supported; configure the exporter with "
+                "compression: gzip (or none)",
+                close=True,
+            )
+            return False
+        return True
 
     def _read_body_or_reply(self, gzipped: bool) -> bytes | None:
         """Read (and gunzip) the body, or send the error reply and return None."""
@@ -914,6 +925,9 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
     def _media_type(self) -> str:
         return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    def _content_encoding(self) -> str:
+        return self.headers.get("Content-Encoding", "").strip().lower()
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

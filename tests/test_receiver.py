@@ -64,7 +64,7 @@ NO_PROXY = [("grpc.enable_http_proxy", 0)]
 
 
 class RecordingConsumer:
-    """A Consumer that keeps what it is given and answers with ``admission``.
+    """A Consumer that keeps what it is given and returns ``admission``.
 
     With ``gate`` set, submit() waits for it (up to 10 s), to hold a request
     in flight; a real consumer never blocks.
