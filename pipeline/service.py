@@ -414,7 +414,20 @@ class Service:
                 return
             receiver_id, result, _received_ns = item
             self.telemetry.set("otelsnap_service_queue_size", self._queue.qsize())
-            self.consume(result, time.time_ns(), receiver_id)
+            try:
+                self.consume(result, time.time_ns(), receiver_id)
+            except Exception as e:  # consume() catches component errors; this is a bug here
+                self.telemetry.add("otelsnap_service_dropped_points", result.points, reason="internal_error")
+                event(
+                    log,
+                    "request_dropped",
+                    logging.ERROR,
+                    every_s=LOG_EVERY_S,
+                    receiver=receiver_id,
+                    points=result.points,
+                    error=f"{type(e).__name__}: {e}",
+                    exc_info=e,
+                )
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Shut down gracefully; safe to call more than once.
@@ -586,6 +599,9 @@ def main(args) -> int:
         service.start()
     except (OSError, ConfigError) as e:
         event(log, "start_failed", logging.ERROR, error=str(e))
+        return 1
+    except Exception as e:  # a component's start() failed in its own way
+        event(log, "start_failed", logging.ERROR, error=f"{type(e).__name__}: {e}", exc_info=e)
         return 1
     while not stop_requested.wait(1.0):
         pass

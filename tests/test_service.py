@@ -15,11 +15,13 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from pipeline import convert, decode, promtext
 from pipeline.component import Exporter, Processor
-from pipeline.config import load_config_text
+from pipeline.config import default_config_text, load_config_text
 from pipeline.model import Metric, MetricKind, ResourceMetrics
 from pipeline.service import Service, copy_batch
 from pipeline.telemetry import Telemetry
@@ -447,6 +449,27 @@ def test_exporter_backpressure_rejects(running):
     ) == 1
 
 
+def test_exporter_backpressure_http_503(running):
+    text = tap_config().replace(
+        "        endpoint: 127.0.0.1:0\n", "        endpoint: 127.0.0.1:0\n      http:\n        endpoint: 127.0.0.1:0\n", 1
+    )
+    service = running(text)
+    CaptureExporter.instances[0].open = False
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{service.receivers['otlp'].http_port}/v1/metrics",
+        data=six_node_body(),
+        headers={"Content-Type": "application/x-protobuf"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 503
+    assert caught.value.headers["Retry-After"] == "1"
+    assert service.telemetry.get(
+        "otelsnap_service_refused_requests", receiver="otlp", reason="exporter_queue_full"
+    ) == 1
+
+
 def test_processor_error_drops_one_batch(running):
     service = running(tap_config(processors="[gate]"))
     GateProcessor.fail_next.set()
@@ -498,6 +521,38 @@ def test_own_metrics_endpoint(running):
     assert re.search(r"^otelsnap_service_queue_capacity\S* 64\.0$", body, re.MULTILINE), body[:2000]
 
 
+def test_default_pipeline_builds_snapshots(running, tmp_path):
+    out = tmp_path / "snapshots.jsonl"
+    text = (
+        default_config_text()
+        .replace("127.0.0.1:4317", "127.0.0.1:0")
+        .replace("127.0.0.1:4318", "127.0.0.1:0")
+        .replace("endpoint: 127.0.0.1:8888", 'endpoint: ""')
+        .replace("  stdout:\n", f"  file:\n    path: {out}\n")
+        .replace("exporters: [stdout]", "exporters: [file]")
+    )
+    service = running(text)
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(T0), timeout=5)
+        call(six_node_body(T0 + 15_000_000_000), timeout=5)
+    service.stop(timeout_s=5)
+
+    snapshots = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    # Node names straight from the text: the nodename label of node_uname_info.
+    nodenames = sorted(
+        re.search(r'nodename="([^"]+)"', line).group(1)
+        for line in sample_lines(six_node_text())
+        if line.startswith("otel_node_uname_info{")
+    )
+    assert len(nodenames) == 6
+    assert sorted(s["node_name"] for s in snapshots) == sorted(nodenames * 2)
+    assert sorted({s["timestamp"] for s in snapshots}) == [
+        "2025-12-22T10:40:00.000Z",
+        "2025-12-22T10:40:15.000Z",
+    ]
+
+
 # --- otelsnap run as a process ------------------------------------------------
 
 
@@ -545,6 +600,34 @@ def test_run_invalid_config_exits_2(tmp_path):
         "error: service.pipelines.node.exporters: a pipeline needs at least one exporter"
         in result.stderr
     )
+    assert "service_started" not in result.stderr
+
+
+@needs_file_exporter
+def test_run_port_in_use_exits_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "otelsnap.yaml"
+        config.write_text(
+            RECEIVER.replace("127.0.0.1:0", f"127.0.0.1:{port}")
+            + f"""
+exporters:
+  file:
+    path: {tmp_path / "out.jsonl"}
+service:
+  telemetry:
+    metrics: {{endpoint: ""}}
+  pipelines:
+    tap: {{receivers: [otlp], exporters: [file]}}
+"""
+        )
+        result = subprocess.run(
+            [str(OTELSNAP), "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1, result.stderr
+    assert "event=start_failed" in result.stderr
     assert "service_started" not in result.stderr
 
 
