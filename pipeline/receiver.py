@@ -479,6 +479,25 @@ class OtlpReceiver:
             return False
         return hmac.compare_digest(token.strip().encode(), self._token)
 
+    def log_internal_error(self, transport: str, peer: str, err: Exception) -> None:
+        """Count and log a failure of otelsnap itself while processing a request.
+
+        The sender gets UNAVAILABLE (HTTP 503), which it retries, as the
+        Collector's own receiver answers a non-permanent pipeline error.
+        """
+        self.count_request(transport, "internal_error")
+        event(
+            self.log,
+            "request_failed",
+            logging.ERROR,
+            every_s=LOG_EVERY_S,
+            key=(self.context.component_id, transport),
+            transport=transport,
+            peer=peer,
+            error=repr(err),
+            exc_info=err,
+        )
+
     def count_request(self, transport: str, outcome: str) -> None:
         self.telemetry.add("otelsnap_receiver_requests", 1, transport=transport, outcome=outcome)
 
@@ -525,6 +544,9 @@ class OtlpReceiver:
             result, admission = self.accept("grpc", body, PROTOBUF, "", context.peer(), received_ns)
         except InvalidRequest as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        except Exception as err:
+            self.log_internal_error("grpc", context.peer(), err)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"otelsnap failed to process the request: {err!r}; retry")
         if not admission.accepted:
             context.abort_with_status(rpc_status.to_status(self.overload_status(admission)))
         return export_response(result).SerializeToString()
@@ -749,6 +771,15 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             result, admission = receiver.accept("http", body, self._media_type(), compression, self.peer, received_ns)
         except InvalidRequest as err:
             self._send_error(400, code_pb2.INVALID_ARGUMENT, err.message)
+            return
+        except Exception as err:
+            receiver.log_internal_error("http", self.peer, err)
+            self._send_error(
+                503,
+                code_pb2.UNAVAILABLE,
+                f"otelsnap failed to process the request: {err!r}; retry",
+                headers={"Retry-After": str(math.ceil(MIN_RETRY_AFTER_S))},
+            )
             return
         if not admission.accepted:
             status = receiver.overload_status(admission)

@@ -823,6 +823,33 @@ def test_raw_sink_sees_refused_request_before_consumer():
     assert order == [body, "consumer"]  # the malformed request reached neither
 
 
+class FailingConsumer:
+    """A Consumer with a bug: submit() raises."""
+
+    def submit(self, result, received_ns, transport):
+        raise RuntimeError("consumer bug")
+
+
+def test_consumer_exception_is_retryable(caplog):
+    body = desk_zero_request().SerializeToString()
+    with running(receiver_config(), FailingConsumer()) as (receiver, _):
+        with pytest.raises(grpc.RpcError) as info:
+            grpc_export(receiver.grpc_port, body)
+        status, headers, reply = http_post(receiver.http_port, body)
+        # The server still serves afterwards.
+        with pytest.raises(grpc.RpcError):
+            grpc_export(receiver.grpc_port, body)
+        telemetry = telemetry_of(receiver)
+        grpc_failed = telemetry.get("otelsnap_receiver_requests", transport="grpc", outcome="internal_error")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "consumer bug" in info.value.details()
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    assert status_pb2.Status.FromString(reply).code == code_pb2.UNAVAILABLE
+    assert grpc_failed == 2
+    assert "request_failed" in caplog.text
+
+
 def test_start_fails_on_port_in_use():
     with running(receiver_config()) as (first, _):
         for protocols in (
