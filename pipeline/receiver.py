@@ -729,6 +729,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     # -- methods
 
     def do_POST(self) -> None:
+        self.body_state = "unread"
         if self._path() != HTTP_METRICS_PATH:
             self._not_found()
             return
@@ -741,6 +742,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             self.server.end_request()
 
     def _other_method(self) -> None:
+        self.body_state = "unread"
         if self._path() != HTTP_METRICS_PATH:
             self._not_found()
             return
@@ -749,7 +751,6 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             405,
             code_pb2.UNIMPLEMENTED,
             f"method {self.command} is not allowed; use POST",
-            close=True,
             headers={"Allow": "POST"},
         )
 
@@ -802,7 +803,6 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
                 401,
                 code_pb2.UNAUTHENTICATED,
                 "missing or wrong bearer token; send the header Authorization: Bearer <token>",
-                close=True,
                 headers={"WWW-Authenticate": "Bearer"},
             )
             return False
@@ -814,7 +814,6 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
                 415,
                 code_pb2.INVALID_ARGUMENT,
                 f"Content-Type {content_type or '(none)'!r} is not supported; send {PROTOBUF} or {JSON}",
-                close=True,
             )
             return False
 
@@ -826,7 +825,6 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
                 code_pb2.INVALID_ARGUMENT,
                 f"Content-Encoding {encoding!r} is not supported; configure the exporter with "
                 "compression: gzip (or none)",
-                close=True,
             )
             return False
         return True
@@ -834,6 +832,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     def _read_body_or_reply(self, gzipped: bool) -> bytes | None:
         """Read (and gunzip) the body, or send the error reply and return None."""
         limit = self.server.max_body_size
+        self.body_state = "broken"  # until the whole body has been read
         try:
             body = self._read_body(limit)
         except _BodyTooLarge as err:
@@ -847,6 +846,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             self._reject("invalid", "request without Content-Length")
             self._send_error(411, code_pb2.INVALID_ARGUMENT, "send Content-Length or chunked encoding", close=True)
             return None
+        self.body_state = "read"
         if not gzipped:
             return body
         try:
@@ -912,7 +912,6 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         self._reject("invalid", f"path {self._path()!r} not found")
         self._send_error(
             404, code_pb2.NOT_FOUND, f"path {self._path()!r} not found; OTLP metrics go to POST {HTTP_METRICS_PATH}",
-            close=True,
         )
 
     def _reject(self, outcome: str, reason: str) -> None:
@@ -937,8 +936,10 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         media_type = self._media_type()
         if content_type is None:
             content_type = media_type if media_type in (PROTOBUF, JSON) else "text/plain; charset=utf-8"
+        if self.body_state == "broken" or (self.body_state == "unread" and not self._drain_body()):
+            # The rest of the body is unknown, so the connection cannot carry another request.
+            close = True
         if close:
-            # The body was not read, so the connection cannot carry another request.
             self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -950,6 +951,31 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _drain_body(self) -> bool:
+        """Read and discard an unread body within the size limit, so the connection stays usable.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the reply before the client reads it.
+        """
+        self.body_state = "read"
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return False
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return self.command != "POST"  # other methods without Content-Length carry no body
+        try:
+            remaining = int(length_text)
+        except ValueError:
+            return False
+        if not 0 <= remaining <= self.server.max_body_size:
+            return False
+        while remaining:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                return False
+            remaining -= len(chunk)
+        return True
 
     def _path(self) -> str:
         return self.path.split("?", 1)[0]

@@ -587,12 +587,27 @@ def test_http_keep_alive_and_chunked():
         )
         second = conn.getresponse()
         second.read()
-        assert conn.sock is sock  # the same connection carried both requests
+        # An error reply before the body was read keeps the connection too:
+        # the server reads and discards the body.
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        wrong_path = conn.getresponse()
+        wrong_path.read()
+        conn.request("POST", "/v1/metrics", body=body, headers={"Content-Type": "text/plain"})
+        wrong_type = conn.getresponse()
+        wrong_type.read()
+        conn.request("POST", "/v1/metrics", body=body, headers={"Content-Type": "application/x-protobuf"})
+        third = conn.getresponse()
+        third.read()
+        assert conn.sock is sock  # the same connection carried every request
         conn.close()
     assert first.status == 200
     assert second.status == 200
+    assert wrong_path.status == 404
+    assert wrong_type.status == 415
+    assert third.status == 200
     assert first.getheader("Connection") is None
-    assert len(consumer.submitted) == 2
+    assert wrong_path.getheader("Connection") is None
+    assert len(consumer.submitted) == 3
     assert consumer.submitted[0][0].points == consumer.submitted[1][0].points
 
 
