@@ -4,6 +4,7 @@ tcp, system, vmstat, ntp and softnet.
 
 from __future__ import annotations
 
+import math
 import time
 
 from processors.node_sources import (
@@ -83,7 +84,12 @@ def uptime_s(node: dict, time_ns: int, missing: list[str]) -> int:
     """Return whole seconds since boot at the scrape time (truncated, never negative)."""
     boot = node.get("boot_time")
     if boot is not None:
-        seconds = int(time_ns / 1e9 - boot[VALUE])
+        # Integer nanoseconds: a float of Unix seconds cannot hold the
+        # scrape time's nanoseconds, and rounding would add a second.
+        boot_s = boot[VALUE]
+        whole_s = math.floor(boot_s)
+        boot_ns = whole_s * 1_000_000_000 + round((boot_s - whole_s) * 1e9)
+        seconds = (time_ns - boot_ns) // 1_000_000_000
         return seconds if seconds > 0 else 0
     uptime = node.get("uptime_s")
     if uptime is not None:
