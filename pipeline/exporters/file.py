@@ -1,0 +1,257 @@
+"""The ``file`` and ``stdout`` exporters: one JSON line per item.
+
+A line for a Snapshot is exactly its body as the master exporter sends it
+(a node body carries "node_name"). A line for a ResourceMetrics item, from a
+pipeline without a snapshot builder used as a tap, is::
+
+    {"resource": {...}, "metrics": [{"name", "kind", "points": [
+        {"attributes", "time_unix_nano", "value", "delta", "interval_s"}]}]}
+
+``value`` is null for a point without a sample (staleness marker) and, as in
+OTLP's JSON encoding, the strings "NaN", "Infinity" or "-Infinity" for
+non-finite floats. Histogram and summary points carry their count as
+``value``. Lines are serialized with orjson, so integers stay integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+import orjson
+
+from pipeline.component import ComponentContext, ConfigError, EmptyConfig, Exporter, Item, Snapshot
+from pipeline.exporters.queue import MIB
+from pipeline.logs import event
+from pipeline.model import Metric, ResourceMetrics
+
+
+@dataclass
+class FileExporterConfig:
+    """Options of the ``file`` exporter.
+
+    ``path`` is the file to append to. ``flush_each_batch`` flushes after
+    every export call (otherwise when the write buffer fills and at
+    shutdown). ``max_size_mib`` above 0 rotates the file before a line would
+    take it past that size: ``path`` becomes ``path.1``, ``path.1`` becomes
+    ``path.2``, and so on, keeping ``max_files`` rotated files.
+    """
+
+    path: str = ""
+    flush_each_batch: bool = True
+    max_size_mib: float = 0.0
+    max_files: int = 5
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError("path", "missing path: set the file to write JSON Lines to")
+        if self.max_size_mib < 0:
+            raise ConfigError(
+                "max_size_mib", f"invalid value {self.max_size_mib}: use 0 (no rotation) or a size above 0"
+            )
+        if self.max_files < 1:
+            raise ConfigError("max_files", f"invalid value {self.max_files}: use 1 or more")
+
+
+def item_line(item: Item) -> bytes:
+    """Serialize one item as a JSON line without the newline."""
+    if isinstance(item, Snapshot):
+        return orjson.dumps(item.body)
+    return orjson.dumps(resource_metrics_object(item))
+
+
+def resource_metrics_object(rm: ResourceMetrics) -> dict:
+    """Build the JSON object of a ResourceMetrics line."""
+    return {"resource": rm.attrs, "metrics": [_metric_object(m) for m in rm.metrics]}
+
+
+def _metric_object(metric: Metric) -> dict:
+    n = len(metric.values)
+    deltas = metric.deltas or (None,) * n
+    intervals = metric.intervals or (None,) * n
+    points = [
+        {
+            "attributes": attrs,
+            "time_unix_nano": time_ns,
+            "value": _json_float(value),
+            "delta": _json_float(delta),
+            "interval_s": interval,
+        }
+        for attrs, time_ns, value, delta, interval in zip(
+            metric.attrs, metric.times, metric.values, deltas, intervals
+        )
+    ]
+    return {"name": metric.name, "kind": metric.kind.value, "points": points}
+
+
+def _json_float(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+class _JsonLinesExporter(Exporter):
+    """Shared work of the file and stdout exporters: serialize, write, count."""
+
+    def __init__(self, config, context: ComponentContext) -> None:
+        super().__init__(config, context)
+        self.id = context.component_id
+        self._lock = threading.Lock()
+        self._buffered = 0  # lines written but not flushed yet
+
+    def export(self, items: list[Item], now_ns: int) -> None:
+        """Write one line per item; a failed write is counted and logged, not raised."""
+        if not items:
+            return
+        lines = [item_line(item) + b"\n" for item in items]
+        with self._lock:
+            earlier = self._buffered
+            try:
+                written = self._write(lines)
+            except (OSError, ValueError) as err:
+                # Counts the batch and the earlier unflushed lines as lost,
+                # although some of them may have reached the file.
+                self._discard()
+                self._write_failed(err, earlier + len(lines))
+                return
+        self.telemetry.add("otelsnap_exporter_written_lines", written, exporter=self.id)
+
+    def _write_failed(self, err: Exception, lines: int) -> None:
+        self.telemetry.add("otelsnap_exporter_dropped_lines", lines, exporter=self.id, reason="write_error")
+        event(self.log, "write_failed", logging.ERROR, every_s=60, exporter=self.id, lines=lines, error=err)
+
+    def _write(self, lines: list[bytes]) -> int:
+        """Write ``lines``; return how many reached the output (earlier buffered ones included)."""
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        """Drop what a failed write left buffered."""
+
+
+class FileExporter(_JsonLinesExporter):
+    """Append JSON Lines to a file, with optional rotation by size."""
+
+    type_name = "file"
+    Config = FileExporterConfig
+
+    def __init__(self, config: FileExporterConfig, context: ComponentContext) -> None:
+        super().__init__(config, context)
+        self._file = None
+        self._size = 0
+        self._max_bytes = int(config.max_size_mib * MIB)
+
+    def start(self) -> None:
+        directory = os.path.dirname(self.config.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        # A process killed while writing can leave half a line at the end.
+        _truncate_partial_line(self.config.path)
+        self._open()
+        event(self.log, "exporter_started", exporter=self.id, path=self.config.path)
+
+    def _open(self) -> None:
+        self._file = open(self.config.path, "ab")
+        self._size = self._file.tell()
+
+    def _write(self, lines: list[bytes]) -> int:
+        if self._file is None:
+            raise ValueError(f"exporter {self.id} is not started or already shut down")
+        for line in lines:
+            if self._max_bytes and self._size and self._size + len(line) > self._max_bytes:
+                self._rotate()
+            self._file.write(line)
+            self._size += len(line)
+            self._buffered += 1
+        if not self.config.flush_each_batch:
+            return 0
+        self._file.flush()
+        return self._flushed()
+
+    def _flushed(self) -> int:
+        written, self._buffered = self._buffered, 0
+        return written
+
+    def _rotate(self) -> None:
+        """Shift path.N to path.N+1 (the oldest is overwritten) and start a new file."""
+        self._file.close()
+        self.telemetry.add("otelsnap_exporter_written_lines", self._flushed(), exporter=self.id)
+        path = self.config.path
+        for index in range(self.config.max_files - 1, 0, -1):
+            if os.path.exists(f"{path}.{index}"):
+                os.replace(f"{path}.{index}", f"{path}.{index + 1}")
+        os.replace(path, f"{path}.1")
+        self._open()
+
+    def _discard(self) -> None:
+        """Reopen the file after a failed write, dropping the buffer and any partial last line."""
+        self._buffered = 0
+        if self._file is None:
+            return
+        try:
+            self._file.close()
+        except OSError:
+            pass  # closing flushes again; the buffered lines are the loss counted here
+        try:
+            _truncate_partial_line(self.config.path)
+            self._open()
+        except OSError as err:
+            self._file = None
+            event(self.log, "reopen_failed", logging.ERROR, exporter=self.id, path=self.config.path, error=err)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._file.close()
+            except OSError as err:
+                self._write_failed(err, self._flushed())
+            else:
+                self.telemetry.add("otelsnap_exporter_written_lines", self._flushed(), exporter=self.id)
+            self._file = None
+
+
+def _truncate_partial_line(path: str) -> None:
+    """Cut a regular file back to its last newline, so every line stays valid JSON."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "r+b") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - 65536)
+            handle.seek(start)
+            chunk = handle.read(position - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            position = start
+        else:
+            keep = 0
+        if keep != end:
+            handle.truncate(keep)
+
+
+class StdoutExporter(_JsonLinesExporter):
+    """Write JSON Lines to standard output, flushed after every batch."""
+
+    type_name = "stdout"
+    Config = EmptyConfig
+
+    def _write(self, lines: list[bytes]) -> int:
+        # sys.stdout is looked up on every call so redirection works.
+        out = sys.stdout
+        out.write(b"".join(lines).decode("utf-8"))
+        out.flush()
+        return len(lines)
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            sys.stdout.flush()
