@@ -36,6 +36,7 @@ import logging
 import math
 import socket
 import ssl
+import sys
 import threading
 import time
 import zlib
@@ -482,8 +483,8 @@ class OtlpReceiver:
     def log_internal_error(self, transport: str, peer: str, err: Exception) -> None:
         """Count and log a failure of otelsnap itself while processing a request.
 
-        The sender gets UNAVAILABLE (HTTP 503), which it retries, as the
-        Collector's own receiver answers a non-permanent pipeline error.
+        The sender gets UNAVAILABLE (HTTP 503) and retries, as it does
+        when the Collector's own OTLP receiver meets a non-permanent error.
         """
         self.count_request(transport, "internal_error")
         event(
@@ -639,6 +640,8 @@ class _HttpServer(ThreadingHTTPServer):
         return sock, address
 
     def handle_error(self, request, client_address) -> None:
+        # Called inside the except block of the connection's thread.
+        err = sys.exc_info()[1]
         event(
             self.receiver.log,
             "http_connection_failed",
@@ -646,7 +649,9 @@ class _HttpServer(ThreadingHTTPServer):
             every_s=LOG_EVERY_S,
             key="http_connection",
             peer=_peer(client_address),
-            exc_info=True,
+            error=repr(err),
+            # Network and TLS errors (a reset, a failed handshake) need no traceback.
+            exc_info=None if isinstance(err, OSError) else err,
         )
 
     def begin_request(self) -> bool:
