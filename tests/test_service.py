@@ -11,7 +11,6 @@ real ``.dist-info`` directory, the way third-party packages register theirs.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -45,18 +44,6 @@ T0 = 1_766_400_000_000_000_000
 EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 OTELSNAP = Path(sys.executable).parent / "otelsnap"
 WAIT_S = 10.0
-
-
-def has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_file_exporter = pytest.mark.skipif(
-    not has_module("pipeline.exporters.file"), reason="pipeline.exporters.file is not written yet"
-)
 
 
 def six_node_text() -> str:
@@ -603,7 +590,6 @@ def test_run_invalid_config_exits_2(tmp_path):
     assert "service_started" not in result.stderr
 
 
-@needs_file_exporter
 def test_run_port_in_use_exits_1(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -631,7 +617,6 @@ service:
     assert "service_started" not in result.stderr
 
 
-@needs_file_exporter
 def test_sigterm_drains_and_exits_0(tmp_path):
     out = tmp_path / "out.jsonl"
     config = tmp_path / "otelsnap.yaml"
