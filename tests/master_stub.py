@@ -30,6 +30,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"status":"ok"}'
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -74,6 +75,8 @@ class MasterStub:
                     record.status = reply.status
                     stub.received.append(record)
                     stub._cond.notify_all()
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

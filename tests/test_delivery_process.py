@@ -1,0 +1,174 @@
+"""Delivery across processes: SIGKILL while the Master is down loses nothing.
+
+A real exporter process (master_driver.py, built from a config file as the
+service builds it) queues snapshots while nothing listens on the Master's
+port, is killed with SIGKILL, and a second process started with the Master
+up delivers everything, in order, once. The queue file is read with an
+independent sqlite3 connection in between.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from master_stub import MasterStub, Reply, free_port, node_values
+from pipeline.exporters.queue import queue_path
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "master_driver.py"
+NODES = sorted(node_values())
+STAMPS = ["2025-12-22T10:40:00.000Z", "2025-12-22T10:40:15.000Z", "2025-12-22T10:40:30.000Z"]
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    config = tmp_path / "otelsnap.yaml"
+    config.write_text(
+        f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  master:
+    endpoint: http://127.0.0.1:{port}
+    cluster_id: atlhyper-home
+    timeout_s: 2
+    retry_on_failure:
+      initial_interval_s: 0.05
+      max_interval_s: 0.2
+    queue:
+      directory: {tmp_path / "queue"}
+service:
+  pipelines:
+    node:
+      receivers: [otlp]
+      processors: []
+      exporters: [master]
+"""
+    )
+    return config
+
+
+def start_driver(config: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
+    return subprocess.Popen(
+        [sys.executable, str(DRIVER), str(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def read_line(process: subprocess.Popen, timeout_s: float = 20.0) -> str:
+    """Read one stdout line of the driver, failing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    os.set_blocking(process.stdout.fileno(), False)
+    buffer = ""
+    while time.monotonic() < deadline:
+        chunk = process.stdout.readline()
+        if chunk:
+            buffer += chunk
+            if buffer.endswith("\n"):
+                return buffer.strip()
+        elif process.poll() is not None:
+            break
+        else:
+            time.sleep(0.02)
+    raise AssertionError(f"driver printed no line; stderr: {process.stderr.read() if process.poll() is not None else ''}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    process.stdout.close()
+    process.stderr.close()
+
+
+def queued_rows(tmp_path: Path) -> list[tuple[str, str]]:
+    path = queue_path(str(tmp_path / "queue"), "master")
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT key, json_extract(body, '$.timestamp') FROM snapshots ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    return rows
+
+
+def wait_until(condition, timeout_s: float = 20.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.fixture
+def processes():
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_sigkill_while_master_down_loses_nothing(tmp_path, processes):
+    port = free_port()
+    config = write_config(tmp_path, port)
+    expected = [(name, stamp) for stamp in STAMPS for name in NODES]
+
+    producer = start_driver(config, "produce", "3")
+    processes.append(producer)
+    assert read_line(producer) == "queued 18"
+    time.sleep(0.3)  # let it retry against the closed port
+    kill(producer)
+    assert queued_rows(tmp_path) == expected
+
+    master = MasterStub(port).start()
+    try:
+        deliverer = start_driver(config, "deliver")
+        processes.append(deliverer)
+        assert read_line(deliverer) == "drained"
+        assert deliverer.wait(timeout=15) == 0
+        assert master.nodes_in_order() == expected
+        assert len(master.received) == 3
+    finally:
+        master.stop()
+    assert queued_rows(tmp_path) == []
+
+
+def test_sigkill_before_response_duplicates(tmp_path, processes):
+    """A kill after the Master took a request but before the row was deleted
+    sends that request again: delivery is at least once."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    master = MasterStub(port, replies=[Reply(200, delay_s=3.0)]).start()
+    try:
+        producer = start_driver(config, "produce", "1")
+        processes.append(producer)
+        assert read_line(producer) == "queued 6"
+        assert master.wait_for(1, timeout_s=10)
+        kill(producer)
+        assert len(queued_rows(tmp_path)) == 6
+
+        deliverer = start_driver(config, "deliver")
+        processes.append(deliverer)
+        assert read_line(deliverer) == "drained"
+        assert deliverer.wait(timeout=15) == 0
+        assert wait_until(lambda: len(master.received) == 2)
+        first, second = master.received
+        assert first.body["node_metrics"] == second.body["node_metrics"]
+        assert list(first.body["node_metrics"]) == NODES
+    finally:
+        master.stop()
