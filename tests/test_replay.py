@@ -525,3 +525,33 @@ def test_record_duration_stops_and_flushes(tmp_path):
     assert process.proc.wait(timeout=WAIT_S) == 0
     assert list(read_recording(out)) == []
     assert out.read_bytes() == recording_bytes([])
+
+
+# --- committed goldens ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["six-nodes", "node-exporter-local"])
+def test_committed_golden_matches(name, capsys):
+    recording = ROOT / "testdata" / f"{name}.otlprec"
+    golden = ROOT / "testdata" / f"{name}.golden.jsonl"
+    code = run_replay([str(recording), "--expect", str(golden)])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_local_golden_hand_checked_fields():
+    # Values worked out from scrape-0002.prom and scrape-0003.prom with awk
+    # (see testdata/README.md): dt = 5.241 s between the two scrapes.
+    golden = ROOT / "testdata" / "node-exporter-local.golden.jsonl"
+    body = next(
+        orjson.loads(line) for line in golden.read_bytes().splitlines()
+        if orjson.loads(line)["timestamp"] == "2026-12-04T20:33:07.546Z"
+    )
+    dt = 5.241
+    assert body["cpu"]["usage_percent"] == pytest.approx((10.47 - 2.43) / 10.47 * 100, rel=1e-9)
+    (disk,) = body["disks"]
+    assert disk["write_rate"] == pytest.approx((565428224 - 497938432) / dt, rel=1e-9)
+    assert disk["used"] == 270553174016 - 247128113152
+    assert body["psi"]["cpu_some_percent"] == pytest.approx((8.850125 - 6.778326) / dt * 100, rel=1e-9)
+    assert body["memory"]["used"] == 25276194816 - 24917995520
+    assert body["uptime"] == 994
+    assert body["networks"][0]["speed"] == 0
