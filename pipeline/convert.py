@@ -3,7 +3,7 @@ prometheus receiver forwards a scrape.
 
 What a collector does, and this module copies (collector-contrib
 receiver/prometheusreceiver, internal/metricfamily.go, transaction.go and
-util.go; v0.140+ defaults unless an option says otherwise):
+util.go; v0.140+ defaults unless an option selects otherwise):
 - one ResourceMetrics per (job, instance), with resource attributes
   service.name = job, service.instance.id = instance, server.address (left
   out for loopback hosts), server.port (a string) and url.scheme; the

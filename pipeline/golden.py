@@ -13,7 +13,7 @@ entries of a list of objects are named by an identifying field when one
 exists (``networks[interface=eth0].rx_rate``), else by index. Floats are
 equal within ``tolerance``, relative (and absolute below magnitude 1);
 ints, strings, booleans and null must match exactly, and an int is never
-equal to a float because the wire contract tells them apart.
+equal to a float because the wire contract distinguishes them.
 """
 
 from __future__ import annotations

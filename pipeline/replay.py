@@ -88,7 +88,7 @@ class CaptureExporter(Exporter):
 
 @dataclass
 class ReplayResult:
-    """What an in-process replay did."""
+    """Counts and output of an in-process replay."""
 
     requests: int = 0
     points: int = 0
@@ -121,7 +121,7 @@ def replay_in_process(
 
     With ``capture`` every item leaving a pipeline is kept in ``lines``.
     ``config_exporters`` False detaches the config's exporters, so only the
-    capture sees the items. A damaged recording stops the replay at the
+    capture receives the items. A damaged recording stops the replay at the
     damage: what came before is processed and drained, and ``error`` is set.
     """
     from pipeline.service import Service
@@ -174,7 +174,7 @@ def _consume_record(service, record: RecordedRequest, receiver_id: str, result: 
 
 @dataclass
 class TargetSummary:
-    """What a replay to a receiver did; counts are over the whole recording."""
+    """Counts of a replay to a receiver, over the whole recording."""
 
     requests: int = 0
     delivered: int = 0

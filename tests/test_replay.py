@@ -215,7 +215,7 @@ def test_truncated_recording_replays_what_it_can(tmp_path, capsys):
 # --- to a receiver -------------------------------------------------------------------
 
 
-def tap_config(path: Path, out: Path, overload: str = "") -> None:
+def tap_config(path: Path, out: Path) -> None:
     path.write_text(
         f"""
 receivers:
