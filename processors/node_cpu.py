@@ -2,9 +2,9 @@
 
 Usage comes from the deltas of ``node_cpu_seconds_total{cpu,mode}`` over
 the eight modes below (guest time is a separate metric and already counted
-in user and nice). A CPU with a first sample in any mode (no delta yet, as
-for a CPU that just appeared) has a ``per_core`` entry of 0 and is left out
-of the node's totals, so a new CPU never causes a spike.
+in user and nice). A CPU with a first sample in any mode has no delta yet,
+as for a CPU that just appeared. Its ``per_core`` entry is 0 and it is left
+out of the node's totals, so a new CPU never causes a spike.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ disk's I/O, so sums over the list never count a disk twice.
 
 The filter processor chooses which filesystems and devices reach the
 snapshot. The block-device rules that decide where I/O belongs are applied
-here again, because they are part of the join: device-mapper, loop, RAM,
-zram, optical and floppy devices never count as disks, and a partition whose
+here again, because they are part of the join. Device-mapper, loop, RAM,
+zram, optical and floppy devices never count as disks. A partition whose
 parent disk is reported is covered by the parent.
 """
 

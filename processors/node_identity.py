@@ -1,4 +1,4 @@
-"""Which node a resource describes, and who owns a node name.
+"""Node names of resources, and the owner of each name.
 
 A node's name is the ``nodename`` label of ``node_uname_info`` from the same
 resource. Before that series is seen the name falls back to the resource

@@ -6,11 +6,11 @@ It reads node_exporter metrics (plain, prefixed such as ``otel_``, or with
 of counters. Every rate is delta / interval of one series, so rates follow
 the samples' own timestamps and are 0 on a series' first sample.
 
-One scrape may arrive split over several Export calls. The parts of a
-scrape are buffered by resource and scrape time, and the snapshot is built
-when a newer scrape of that resource arrives, when no new part has arrived
-for ``scrape_wait_s`` (on the runtime clock, checked in ``flush``), or at
-shutdown. Items that carry no node metrics are passed on unchanged.
+One scrape may arrive split over several Export calls, so the parts of a
+scrape are buffered by resource and scrape time. The snapshot is built when
+a newer scrape of that resource arrives, when no new part has arrived for
+``scrape_wait_s`` (runtime clock, checked in ``flush``), or at shutdown.
+Items that carry no node metrics are passed on unchanged.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class PendingScrape:
 
 @dataclass(slots=True)
 class ResourceState:
-    """What the processor remembers about one resource (scrape target)."""
+    """State kept per resource (scrape target)."""
 
     key: tuple
     attrs: dict[str, str]
@@ -272,7 +272,7 @@ class NodeSnapshotProcessor(Processor):
             if times.count(first) == len(times):
                 by_time.setdefault(first, []).append((canonical, metric))
                 continue
-            # Rare: one metric holds points of several timestamps.
+            # Rare: one metric contains points of several timestamps.
             for time_ns in sorted(set(times)):
                 part = copy.copy(metric)
                 part.keep([t == time_ns for t in times])
@@ -447,8 +447,8 @@ def build_body(
     unavailable = unavailable_sections(tables)
     body["unavailable"] = unavailable
     if unavailable:
-        gone = set(unavailable)
-        missing = [m for m in missing if m.partition(".")[0] not in gone]
+        absent = set(unavailable)
+        missing = [m for m in missing if m.partition(".")[0] not in absent]
         missing.extend(unavailable)
     return body, missing
 

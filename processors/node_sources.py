@@ -1,5 +1,5 @@
-"""Where each node snapshot field comes from, and how one scrape's points are
-gathered into entities before the sections are built.
+"""Sources of the node snapshot's fields, and the gathering of one scrape's
+points into entities before the sections are built.
 
 Every metric the node snapshot reads (node_exporter or hostmetrics) maps to
 a *table* (what kind of entity it describes), a *key* (which entity: a CPU
@@ -296,11 +296,11 @@ def resolve_staleness(tables: Tables, last_good: Tables) -> tuple[Tables, int]:
     resolved: Tables = {}
     for table_name, table in tables.items():
         previous = last_good.get(table_name, {})
-        kept: dict[object, dict[str, Sample]] = {}
+        entities: dict[object, dict[str, Sample]] = {}
         for key, fields in table.items():
             stale = [f for f, s in fields.items() if not _is_sample(s[VALUE])]
             if not stale:
-                kept[key] = fields
+                entities[key] = fields
                 continue
             if len(stale) == len(fields):
                 dropped += 1
@@ -313,8 +313,8 @@ def resolve_staleness(tables: Tables, last_good: Tables) -> tuple[Tables, int]:
                     del fields[field]
                 else:
                     fields[field] = last
-            kept[key] = fields
-        resolved[table_name] = kept
+            entities[key] = fields
+        resolved[table_name] = entities
     return resolved, dropped
 
 

@@ -2,8 +2,8 @@
 
 Every test here runs real components: node_exporter text (the six-node
 sample, real node_exporter v1.9.0 output) → converter → decoder → filter →
-delta_rate → node_snapshot. The sample holds one scrape; the second scrape
-is built in this file by advancing counters by the amounts in
+delta_rate → node_snapshot. The sample contains one scrape. The second
+scrape is built in this file by advancing counters by the amounts in
 ``ADVANCES``, and the expected rates and percentages are worked out by hand
 from those amounts. Staleness markers, split scrapes and conflicting node
 names do not occur in the sample: those tests change the decoded data and

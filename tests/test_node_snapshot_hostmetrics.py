@@ -1,10 +1,10 @@
 """The node snapshot from the hostmetrics receiver's metrics.
 
 There is no recorded hostmetrics traffic in testdata, so the requests are
-built here in the shape the receiver sends (names, attributes, int or
-double values, monotonic cumulative Sums as in its scrapers'
-metadata.yaml): one scope per scraper, each stamped a few milliseconds
-after the previous one, with ``host.name`` on the resource. They go through
+built here in the shape the receiver sends. Names, attributes, int or
+double values and monotonic cumulative Sums follow its scrapers'
+metadata.yaml. Each scraper has its own scope, stamped a few milliseconds
+after the previous one, and the resource has ``host.name``. They go through
 the real decoder, delta_rate and node_snapshot.
 """
 

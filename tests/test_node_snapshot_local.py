@@ -1,6 +1,6 @@
 """The node snapshot on a real node_exporter capture taken under load.
 
-testdata/node-exporter-local holds five raw scrapes of node_exporter 1.5.0
+testdata/node-exporter-local contains five raw scrapes of node_exporter 1.5.0
 (with ``# TYPE`` lines) and their scrape times. They are converted as a
 collector's prometheus receiver would (job ``node-exporter``, instance
 ``127.0.0.1:9100``) and run through filter → delta_rate → node_snapshot.

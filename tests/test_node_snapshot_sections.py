@@ -5,8 +5,8 @@ without thermal zones, no bind mounts, no sdab disks and no gaps in CPU
 ids, so the inputs here are small invented node_exporter texts. They go
 through the real converter and decoder into the node_snapshot processor.
 The deltas and intervals that delta_rate would set are computed by
-``pair_counters`` in this file from two scrapes, so these tests check the
-snapshot's own rules only; the end-to-end tests run the real delta_rate.
+``pair_counters`` in this file from two scrapes. So these tests check the
+snapshot's own rules only, and the end-to-end tests run the real delta_rate.
 """
 
 from __future__ import annotations
