@@ -505,6 +505,27 @@ def test_restart_sends_queued_first(tmp_path, stub):
     assert timestamps == ["2025-12-22T10:40:00.000Z"] * 6 + ["2025-12-22T10:40:15.000Z"] * 6
 
 
+def test_second_process_on_same_queue_rejected(tmp_path, exporters):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    exporters(make_exporter(tmp_path, endpoint))
+    with pytest.raises(ConfigError) as info:
+        make_exporter(tmp_path, endpoint).start()
+    assert info.value.path == "exporters.master.queue.directory"
+    assert "in use by another process" in info.value.message
+
+
+def test_full_disk_counted_as_drop(tmp_path, exporters, caplog):
+    exporter = exporters(make_exporter(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    exporter.export([snap("desk-zero")], T0)
+    # SQLite's page limit makes the next insert fail as on a full disk.
+    pages = exporter.queue._db.execute("PRAGMA page_count").fetchone()[0]
+    exporter.queue._db.execute(f"PRAGMA max_page_count = {pages}")
+    exporter.export([padded("desk-one", 200_000)], T0)
+    assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots", exporter="master", reason="queue_write_error") == 1
+    assert [e["snapshots"] for e in events(caplog, "queue_write_failed")] == [1]
+    assert len(exporter.queue) == 1
+
+
 def test_in_memory_queue_delivers(tmp_path, stub, exporters):
     master = stub()
     exporter = exporters(make_exporter(tmp_path, master.url, queue={"directory": ""}))

@@ -11,6 +11,7 @@ from pipeline.exporters.queue import (
     DiskQueue,
     QueueConfig,
     QueuedItem,
+    QueueError,
     QueueFull,
     QueueLocked,
     queue_path,
@@ -165,7 +166,7 @@ def test_newer_format_rejected(tmp_path):
     db.execute("PRAGMA user_version = 99")
     db.close()
     queue = DiskQueue(path, max_items=10, max_bytes=1000)
-    with pytest.raises(RuntimeError, match="format version 99"):
+    with pytest.raises(QueueError, match="format version 99"):
         queue.open()
 
 

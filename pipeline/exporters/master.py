@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import logging
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from pipeline.component import (
     Snapshot,
 )
 from pipeline.exporters import http_client as http
-from pipeline.exporters.queue import MIB, DiskQueue, QueueConfig, QueuedItem, QueueFull
+from pipeline.exporters.queue import MIB, DiskQueue, QueueConfig, QueuedItem, QueueError, QueueFull
 from pipeline.logs import event
 
 MODES = ("snapshot", "agent_receiver")
@@ -213,9 +214,10 @@ class MasterExporter(Exporter):
         self._closing = threading.Event()
         self._deadline: float | None = None
         self._closed = False
-        # Sender-thread state: the retry of the current head of the queue.
+        # Sender-thread state. _attempt counts failures since the last
+        # answer that ended a request (delivered or rejected), so backoff
+        # follows the Master's state, not one row.
         self._attempt = 0
-        self._retry_head_seq = 0
         self._first_server_error: dict[int, float] = {}
         self._isolate_through_seq = 0
         self._outage_started: float | None = None
@@ -239,12 +241,14 @@ class MasterExporter(Exporter):
         queue = DiskQueue.from_config(self.config.queue, self.id, logger=self.log)
         try:
             queue.open()
-        except OSError as err:
+        except (OSError, sqlite3.Error) as err:
             raise ConfigError(
                 f"exporters.{self.id}.queue.directory",
                 f"cannot open the queue in {self.config.queue.directory!r}: {err}; set a writable "
                 f"directory on a volume that survives restarts, or \"\" for an in-memory queue",
             ) from err
+        except QueueError as err:
+            raise ConfigError(f"exporters.{self.id}.queue.directory", str(err)) from err
         self._queue = queue
         https = self.url.startswith("https://")
         self._pool = http.build_pool(self.config.tls, https, self.log)
@@ -332,6 +336,14 @@ class MasterExporter(Exporter):
                 refused=len(entries), detail=str(err),
             )  # fmt: skip
             raise Backpressure(f"exporter {self.id}: {err}") from None
+        except sqlite3.Error as err:
+            # A full or failing disk: these snapshots cannot be kept.
+            self._count_dropped(len(entries), "queue_write_error")
+            event(
+                self.log, "queue_write_failed", logging.ERROR, every_s=60, exporter=self.id,
+                path=self._queue.path, snapshots=len(entries), error=err,
+            )  # fmt: skip
+            return
         self.telemetry.add("otelsnap_exporter_enqueued_snapshots", len(entries) - _unstored(evicted), exporter=self.id)
         if evicted:
             self._drop(evicted, "queue_full")
@@ -401,10 +413,8 @@ class MasterExporter(Exporter):
         batch = self._compose()
         if not batch:
             return True
-        if batch[0].seq != self._retry_head_seq:
-            self._retry_head_seq = batch[0].seq
-            self._attempt = 0
-            # Forget retry clocks of rows that left the queue by eviction.
+        if self._first_server_error:
+            # Forget the retry clocks of rows that left the queue by eviction.
             for seq in [s for s in self._first_server_error if s < batch[0].seq]:
                 del self._first_server_error[seq]
         result = http.post(self._pool, self.url, self._payload(batch), self._headers, self._request_timeout())

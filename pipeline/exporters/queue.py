@@ -111,7 +111,11 @@ class QueueFull(Exception):
     """The queue has no room for the entries and its policy is ``block``."""
 
 
-class QueueLocked(RuntimeError):
+class QueueError(RuntimeError):
+    """The queue file cannot be used: locked by another process or of a newer format."""
+
+
+class QueueLocked(QueueError):
     """Another process holds the queue file."""
 
 
@@ -171,8 +175,9 @@ class DiskQueue:
     def open(self) -> None:
         """Open or create the database and load its item count and size.
 
-        Raises QueueLocked when another process uses the same file, and
-        OSError when the directory cannot be created.
+        Raises QueueLocked when another process uses the same file,
+        QueueError for a file of a newer format, and OSError when the
+        directory cannot be created.
         """
         if not self.persistent:
             self._db = self._connect(":memory:")
@@ -220,7 +225,7 @@ class DiskQueue:
     def _init_schema(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise QueueError(
                 f"queue file {self.path} has format version {version}, newer than this "
                 f"otelsnap reads ({SCHEMA_VERSION}); run the newer otelsnap or move the file away"
             )
