@@ -69,21 +69,33 @@ MAX_SERVER_DELAY_S = 30.0
 
 
 class CaptureExporter(Exporter):
-    """Keep every exported item as the JSON line the ``file`` exporter writes."""
+    """Turn every exported item into the JSON line the ``file`` exporter writes.
+
+    Lines go to ``out`` (a binary file) as they come, and are kept in
+    ``lines`` only with ``keep``, so a long replay to a file needs no memory
+    for its output.
+    """
 
     type_name = "replay_capture"
 
-    def __init__(self) -> None:
+    def __init__(self, out=None, keep: bool = True) -> None:
         from pipeline.component import ComponentContext
-
-        super().__init__(None, ComponentContext(component_id="replay_capture"))
         from pipeline.exporters.file import item_line
 
+        super().__init__(None, ComponentContext(component_id="replay_capture"))
         self._item_line = item_line
+        self._out = out
+        self._keep = keep
         self.lines: list[bytes] = []
+        self.count = 0
 
     def export(self, items: list[Item], now_ns: int) -> None:
-        self.lines.extend(self._item_line(item) for item in items)
+        lines = [self._item_line(item) for item in items]
+        self.count += len(lines)
+        if self._out is not None:
+            self._out.writelines(line + b"\n" for line in lines)
+        if self._keep:
+            self.lines.extend(lines)
 
 
 @dataclass
@@ -97,6 +109,7 @@ class ReplayResult:
     first_ns: int | None = None
     last_ns: int | None = None
     lines: list[bytes] = field(default_factory=list)
+    output_lines: int = 0
     error: RecordingError | None = None
 
 
@@ -116,10 +129,12 @@ def replay_in_process(
     capture: bool = True,
     config_exporters: bool = True,
     telemetry=None,
+    out=None,
 ) -> ReplayResult:
     """Run a recording through the configured pipelines on its own clock.
 
-    With ``capture`` every item leaving a pipeline is kept in ``lines``.
+    With ``capture`` every item leaving a pipeline is kept in ``lines`` as
+    a JSON line; ``out``, a binary file, receives those lines as they come.
     ``config_exporters`` False detaches the config's exporters, so only the
     capture receives the items. A damaged recording stops the replay at the
     damage: what came before is processed and drained, and ``error`` is set.
@@ -129,7 +144,7 @@ def replay_in_process(
     reader = RecordingReader(recording)
     service = Service(config, telemetry=telemetry)
     service.start_components()
-    capture_exporter = CaptureExporter() if capture else None
+    capture_exporter = CaptureExporter(out, keep=capture) if capture or out is not None else None
     for pipeline in service.pipelines.values():
         exporters = list(pipeline.exporters) if config_exporters else []
         if capture_exporter is not None:
@@ -148,6 +163,7 @@ def replay_in_process(
     service.drain(drain_ns)
     if capture_exporter is not None:
         result.lines = capture_exporter.lines
+        result.output_lines = capture_exporter.count
     return result
 
 
@@ -497,27 +513,34 @@ def _main_in_process(args: argparse.Namespace) -> int:
         print(f"otelsnap replay: config invalid: {exc}", file=sys.stderr)
         return 2
     capture = bool(args.out or args.expect)
+    out = None
     try:
+        if args.out:
+            out = open(args.out, "wb")  # noqa: SIM115 - closed below
         result = replay_in_process(
             args.recording,
             config,
             receiver_id=args.receiver,
-            capture=capture,
+            capture=bool(args.expect),
             # The default config prints to stdout; with --out/--expect the
             # capture replaces it. A given config keeps its exporters.
             config_exporters=bool(args.config) or not capture,
+            out=out,
         )
     except OSError as exc:
-        print(f"otelsnap replay: cannot read {args.recording}: {exc}", file=sys.stderr)
+        print(f"otelsnap replay: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"otelsnap replay: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if out is not None:
+            out.close()
     code = 0
     print(
         f"replayed {result.requests} requests, {result.points} points "
         f"({result.rejected_points} rejected by the decoder, {result.invalid_requests} invalid requests), "
-        f"{len(result.lines) if capture else '-'} snapshots",
+        f"{result.output_lines if capture else '-'} snapshots",
         file=sys.stderr,
     )
     if result.error is not None:
@@ -527,9 +550,6 @@ def _main_in_process(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         code = 1
-    if args.out:
-        with open(args.out, "wb") as f:
-            f.writelines(line + b"\n" for line in result.lines)
     if args.expect:
         code = max(code, _check_golden(args.expect, result.lines, args.tolerance))
     return code
