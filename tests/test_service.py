@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -365,16 +366,31 @@ service:
     )
 
 
-def test_grpc_request_reaches_exporter(running):
-    service = running(tap_config())
+def test_grpc_request_reaches_file(running, tmp_path):
+    out = tmp_path / "tap.jsonl"
+    service = running(
+        RECEIVER
+        + f"""
+exporters:
+  file:
+    path: {out}
+service:
+  telemetry:
+    metrics: {{endpoint: ""}}
+  pipelines:
+    tap: {{receivers: [otlp], exporters: [file]}}
+"""
+    )
     channel, call = export_call(service.receivers["otlp"].grpc_port)
     with channel:
         call(six_node_body(), timeout=5)
-    exporter = CaptureExporter.instances[0]
-    wait_until(lambda: exporter.batches, what="the exported batch")
-    batch = exporter.batches[0]
-    assert len(batch) == 6
-    assert sum(rm.point_count() for rm in batch) == SIX_NODE_POINTS
+    wait_until(
+        lambda: service.telemetry.get("otelsnap_exporter_written_lines") == 6, what="six written lines"
+    )
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(lines) == 6
+    points = sum(len(m["points"]) for line in lines for m in line["metrics"])
+    assert points == SIX_NODE_POINTS
     assert service.telemetry.get("otelsnap_service_accepted_requests") == 1
     assert service.telemetry.get("otelsnap_service_accepted_points") == SIX_NODE_POINTS
 
@@ -455,6 +471,54 @@ def test_exporter_backpressure_http_503(running):
     assert service.telemetry.get(
         "otelsnap_service_refused_requests", receiver="otlp", reason="exporter_queue_full"
     ) == 1
+
+
+def test_master_queue_full_rejects(running, tmp_path):
+    # The real master exporter with a Master that is down: its on-disk queue
+    # fills with one scrape's six snapshots and, under the block policy,
+    # the service rejects the next request.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    text = (
+        default_config_text()
+        .replace("127.0.0.1:4317", "127.0.0.1:0")
+        .replace("127.0.0.1:4318", "127.0.0.1:0")
+        .replace("endpoint: 127.0.0.1:8888", 'endpoint: ""')
+        .replace(
+            "  stdout:\n",
+            f"""  master:
+    endpoint: http://127.0.0.1:{closed_port}
+    cluster_id: test
+    queue:
+      directory: {tmp_path}
+      max_items: 6
+      when_full: block
+""",
+        )
+        .replace("exporters: [stdout]", "exporters: [master]")
+        .replace("  node_snapshot:\n", "  node_snapshot:\n    scrape_wait_s: 0\n", 1)
+    )
+    service = running(text)
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(T0), timeout=5)
+        wait_until(
+            lambda: service.telemetry.get("otelsnap_exporter_enqueued_snapshots") == 6,
+            what="six queued snapshots",
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            call(six_node_body(T0 + 15_000_000_000), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details().startswith("exporter master queue is full")
+    assert service.telemetry.get(
+        "otelsnap_service_refused_requests", receiver="otlp", reason="exporter_queue_full"
+    ) == 1
+
+    # Shutdown keeps the undelivered snapshots on disk.
+    service.stop(timeout_s=1)
+    with sqlite3.connect(tmp_path / "master.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 6
 
 
 def test_processor_error_drops_one_batch(running):
