@@ -14,10 +14,11 @@ Built like the Collector: one processor instance per id and pipeline, one
 exporter instance per id shared by the pipelines that list it, one receiver
 per id. Unused components are not built.
 
-Shutdown (SIGTERM or SIGINT; a second signal exits at once): receivers stop
-accepting and finish their requests in flight, the worker drains the queue,
-the processors release what they buffer, and the exporters get the rest of
-``service.shutdown_timeout_s`` to deliver or persist what they hold.
+Shutdown starts on SIGTERM or SIGINT, and a second signal exits at once.
+Receivers stop accepting and finish their requests in flight. Then the
+worker drains the queue and the processors release what they buffer. The
+exporters get the rest of ``service.shutdown_timeout_s`` to deliver or
+persist what they hold.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ class Service:
         """Queue a decoded request for the worker thread without waiting.
 
         Rejects the request (the sender retries it) while the queue is full,
-        while an exporter of these pipelines asks for backpressure, and once
+        while an exporter of these pipelines reports ``accepting`` False, and once
         shutdown has begun.
         """
         if receiver_id is None:
