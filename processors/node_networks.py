@@ -3,17 +3,15 @@ in any network series, ordered by name."""
 
 from __future__ import annotations
 
-from processors.node_sources import ATTRS, NETWORK, VALUE, Sample, Tables, int_of, rate
-
-_COUNTERS = (
-    "rx_bytes",
-    "tx_bytes",
-    "rx_packets",
-    "tx_packets",
-    "rx_errors",
-    "tx_errors",
-    "rx_dropped",
-    "tx_dropped",
+from processors.node_sources import (
+    ATTRS,
+    INT64_MAX,
+    NETWORK,
+    VALUE,
+    Sample,
+    Tables,
+    int_of,
+    rate,
 )
 
 
@@ -57,10 +55,10 @@ def speed_mbps(sample: Sample | None) -> int:
     """Convert node_network_speed_bytes to whole Mbps; negative (unknown) or missing is 0."""
     if sample is None:
         return 0
-    speed_bytes = int(sample[VALUE])
+    speed_bytes = int(sample[VALUE])  # samples are finite
     if speed_bytes <= 0:
         return 0
-    return speed_bytes * 8 // 1_000_000
+    return min(speed_bytes * 8 // 1_000_000, INT64_MAX)
 
 
 def _status(sample: Sample | None) -> str:

@@ -191,8 +191,8 @@ def build_ntp(node: dict, missing: list[str]) -> dict:
 def build_softnet(tables: Tables) -> dict:
     cpus = tables.get(SOFTNET, {}).values()
     return {
-        "dropped": sum(int_of(fields, "dropped") for fields in cpus),
-        "squeezed": sum(int_of(fields, "squeezed") for fields in cpus),
+        "dropped": to_int(sum(int_of(fields, "dropped") for fields in cpus)),
+        "squeezed": to_int(sum(int_of(fields, "squeezed") for fields in cpus)),
     }
 
 

@@ -375,6 +375,16 @@ def test_filefd_maximum_clamped_to_int64():
     assert b'"filefd_maximum":9223372036854775807,' in orjson.dumps(body)
 
 
+def test_huge_values_stay_int64():
+    # Invented: values past int64 must still serialize as JSON integers.
+    text = UNAME + 'node_network_speed_bytes{device="eth0"} 1e+30\n'
+    text += 'node_softnet_dropped_total{cpu="0"} 9e+18\nnode_softnet_dropped_total{cpu="1"} 9e+18\n'
+    body = snapshot_of(text)
+    assert body["networks"][0]["speed"] == 9223372036854775807
+    assert body["softnet"]["dropped"] == 9223372036854775807
+    assert orjson.loads(orjson.dumps(body)) == body
+
+
 def test_memory_with_swap():
     text = UNAME + (
         "node_memory_MemTotal_bytes 1000\nnode_memory_MemAvailable_bytes 600\nnode_memory_MemFree_bytes 100\n"
