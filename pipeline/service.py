@@ -5,10 +5,10 @@ Receivers call ``submit()`` from their request threads, and it does not wait
 for the pipelines. A request goes into a bounded queue, or is rejected with
 an ``Admission`` that the receiver turns into a retryable status (gRPC
 UNAVAILABLE, HTTP 503). The collector retries later, and otelsnap never
-buffers without bound. One
-worker thread takes requests off the queue and runs every pipeline fed by the
-receiver, so processors never see two threads. The same thread runs the
-processors' timers every ``service.tick_interval_s``.
+buffers without bound. One worker thread takes requests off the queue and
+runs every pipeline fed by the receiver, so processors never see two
+threads. The same thread runs the processors' timers every
+``service.tick_interval_s``.
 
 Built like the Collector: one processor instance per id and pipeline, one
 exporter instance per id shared by the pipelines that list it, one receiver
