@@ -26,6 +26,8 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 
 from pipeline.component import ConfigError, Item, Processor
 from pipeline.logs import event
@@ -265,19 +267,22 @@ class FilterProcessor(Processor):
 
     def process(self, items: list[Item], now_ns: int) -> list[Item]:
         dropped = {REASON_METRIC: 0, REASON_FILESYSTEM: 0, REASON_NETWORK: 0, REASON_BLOCK: 0}
-        if self._drop_partitions:
-            self._remember_disks(items)
+        # Metrics that kept a partition because its parent disk was not
+        # known yet; checked again once the whole batch has been seen.
+        pending: list[tuple[ResourceMetrics, Metric]] = []
         out: list[Item] = []
         for item in items:
             if not isinstance(item, ResourceMetrics):
                 out.append(item)
                 continue
-            metrics = self._filter_resource(item, dropped)
+            metrics = self._filter_resource(item, dropped, pending)
             if metrics is None:
                 out.append(item)
             elif metrics:
                 item.metrics = metrics
                 out.append(item)
+        if pending:
+            out = self._recheck_partitions(out, pending, dropped)
         for reason, count in dropped.items():
             if count:
                 self.telemetry.add(
@@ -286,13 +291,15 @@ class FilterProcessor(Processor):
         return out
 
     def _filter_resource(
-        self, rm: ResourceMetrics, dropped: dict[str, int]
+        self,
+        rm: ResourceMetrics,
+        dropped: dict[str, int],
+        pending: list[tuple[ResourceMetrics, Metric]],
     ) -> list[Metric] | None:
         """Return the metrics to keep, or None when every point of every metric stays."""
         rules = self._rules
         kept: list[Metric] = []
         changed = False
-        disks = None
         for metric in rm.metrics:
             rule = rules.get(metric.name)
             if rule is None:
@@ -311,18 +318,18 @@ class FilterProcessor(Processor):
                 mask = _device_mask(metric.attrs, self._network)
                 reason = REASON_NETWORK
             else:
-                if disks is None:
-                    disks = self._disks.get(rm.key, _NO_DISKS)
-                mask = self._block_mask(metric.attrs, disks)
+                mask, partition_kept = self._block_mask(rm.key, metric.attrs)
+                if partition_kept:
+                    pending.append((rm, metric))
                 reason = REASON_BLOCK
-            kept_points = sum(mask)
-            if kept_points == len(mask):
+            drops = mask.count(False)
+            if not drops:
                 kept.append(metric)
                 continue
             changed = True
-            dropped[reason] += len(mask) - kept_points
-            if kept_points:
-                metric.keep(mask)
+            dropped[reason] += drops
+            if drops < len(mask):
+                keep_points(metric, mask)
                 kept.append(metric)
         return kept if changed else None
 
@@ -352,16 +359,40 @@ class FilterProcessor(Processor):
         self._rules[name] = rule
         return rule
 
-    def _block_mask(self, attrs: list[dict[str, str]], disks: set[str]) -> list[bool]:
+    # -- block devices -----------------------------------------------------------
+
+    def _block_mask(self, key: tuple, attrs: list[dict[str, str]]) -> tuple[list[bool], bool]:
+        """Return the keep-mask of block device points and whether a partition was kept.
+
+        The resource's kept whole disks are recorded first, so a partition
+        whose parent is in the same metric is dropped.
+        """
         decisions = self._block_decisions
+        devices = [a.get("device", "") for a in attrs]
         try:
-            rules = [decisions[a.get("device", "")] for a in attrs]
+            rules = [decisions[d] for d in devices]
         except KeyError:
-            self._decide_block_devices({a.get("device", "") for a in attrs})
-            rules = [decisions[a.get("device", "")] for a in attrs]
-        # True and False are final; a parent name keeps the partition only
-        # while that parent is not reported.
-        return [r if r is True or r is False else r not in disks for r in rules]
+            self._decide_block_devices(set(devices))
+            rules = [decisions[d] for d in devices]
+        if not self._drop_partitions:
+            return rules, False
+
+        disks = self._disks.get(key, _NO_DISKS)
+        whole = {d for d, r in zip(devices, rules) if r is True}
+        if not whole <= disks:
+            disks = self._add_disks(key, whole)
+
+        mask: list[bool] = []
+        partition_kept = False
+        for rule in rules:
+            if rule is True or rule is False:
+                mask.append(rule)
+            else:
+                # A partition: kept only while its parent disk is not reported.
+                keep = rule not in disks
+                mask.append(keep)
+                partition_kept = partition_kept or keep
+        return mask, partition_kept
 
     def _decide_block_devices(self, devices: set[str]) -> None:
         decisions = self._block_decisions
@@ -376,29 +407,31 @@ class FilterProcessor(Processor):
             parent = partition_parent(device) if self._drop_partitions else None
             decisions[device] = parent if parent is not None else True
 
-    def _remember_disks(self, items: list[Item]) -> None:
-        """Record the kept whole disks each resource reports, before any point is filtered."""
-        rules = self._rules
-        decisions = self._block_decisions
-        for item in items:
-            if not isinstance(item, ResourceMetrics):
+    def _recheck_partitions(
+        self,
+        out: list[Item],
+        pending: list[tuple[ResourceMetrics, Metric]],
+        dropped: dict[str, int],
+    ) -> list[Item]:
+        """Drop kept partitions whose parent disk was reported later in the same batch."""
+        emptied = False
+        for rm, metric in pending:
+            mask, _ = self._block_mask(rm.key, metric.attrs)
+            drops = mask.count(False)
+            if not drops:
                 continue
-            found: set[str] | None = None
-            for metric in item.metrics:
-                rule = rules.get(metric.name)
-                if rule is None:
-                    rule = self._rule_for(metric.name)
-                if rule != BLOCK:
-                    continue
-                devices = {a.get("device", "") for a in metric.attrs}
-                self._decide_block_devices(devices)
-                whole = {d for d in devices if decisions.get(d) is True}
-                if whole:
-                    found = whole if found is None else found | whole
-            if found:
-                self._add_disks(item.key, found)
+            dropped[REASON_BLOCK] += drops
+            if drops < len(mask):
+                keep_points(metric, mask)
+                continue
+            rm.metrics = [m for m in rm.metrics if m is not metric]
+            emptied = emptied or not rm.metrics
+        if not emptied:
+            return out
+        return [i for i in out if not isinstance(i, ResourceMetrics) or i.metrics]
 
-    def _add_disks(self, key: tuple, disks: set[str]) -> None:
+    def _add_disks(self, key: tuple, disks: set[str]) -> set[str]:
+        """Add whole disks to a resource's record; return the record."""
         known = self._disks.pop(key, None)
         if known is None:
             known = set()
@@ -426,6 +459,7 @@ class FilterProcessor(Processor):
             new = set(sorted(new)[: max(0, MAX_DISKS_PER_RESOURCE - len(known))])
         known |= new
         self._disks[key] = known
+        return known
 
 
 _NO_DISKS: frozenset[str] = frozenset()
@@ -448,13 +482,35 @@ def _device_rule_of(name: str) -> int:
     return KEEP
 
 
+_device_of = itemgetter("device")
+
+
 def _device_mask(attrs: list[dict[str, str]], rule: DeviceRule) -> list[bool]:
     decisions = rule.decisions
     try:
-        return [decisions[a.get("device", "")] for a in attrs]
+        # The usual case, without a Python-level loop: every point has a
+        # device attribute and every device was decided before.
+        return list(map(decisions.__getitem__, map(_device_of, attrs)))
     except KeyError:
         rule.fill({a.get("device", "") for a in attrs})
         return [decisions[a.get("device", "")] for a in attrs]
+
+
+def keep_points(metric: Metric, mask: list[bool]) -> None:
+    """Replace each column of ``metric`` by the entries whose ``mask`` flag is True.
+
+    Does what ``Metric.keep`` does, with ``itertools.compress`` instead of a
+    Python-level loop per column.
+    """
+    metric.attrs = list(compress(metric.attrs, mask))
+    metric.times = list(compress(metric.times, mask))
+    metric.values = list(compress(metric.values, mask))
+    if metric.extras is not None:
+        metric.extras = list(compress(metric.extras, mask))
+    if metric.deltas is not None:
+        metric.deltas = list(compress(metric.deltas, mask))
+    if metric.intervals is not None:
+        metric.intervals = list(compress(metric.intervals, mask))
 
 
 def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:

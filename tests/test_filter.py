@@ -5,7 +5,7 @@ through the converter and decoder. Expected values are read from the text
 with regular expressions in this file, not through the processor's code.
 Partitions next to their parent disk, hostmetrics names, trimmed names and
 unknown metrics do not occur in that sample; those tests build invented
-data and say so.
+data and state that.
 """
 
 from __future__ import annotations
