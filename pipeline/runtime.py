@@ -76,5 +76,13 @@ class Pipeline:
             items = processor.process(items, now_ns)
             if not items:
                 return
+        # Every exporter gets the batch even when an earlier one fails; the
+        # first error is raised afterwards so the caller counts and logs it.
+        first_error: Exception | None = None
         for exporter in self.exporters:
-            exporter.export(items, now_ns)
+            try:
+                exporter.export(items, now_ns)
+            except Exception as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
