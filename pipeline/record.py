@@ -104,12 +104,17 @@ def _override_endpoints(config, grpc_endpoint: str | None, http_endpoint: str | 
             f"{len(config.receivers)} receivers configured: --listen/--http-listen need exactly one; "
             "set the endpoints in the config instead",
         )
-    receiver = next(iter(config.receivers.values()))
+    # Only the endpoint changes: TLS and size limits of the config stay.
+    protocols = next(iter(config.receivers.values())).protocols
     if grpc_endpoint is not None:
-        receiver.protocols.grpc = GrpcProtocolConfig(endpoint=grpc_endpoint)
+        if protocols.grpc is None:
+            protocols.grpc = GrpcProtocolConfig()
+        protocols.grpc.endpoint = grpc_endpoint
     if http_endpoint is not None:
-        receiver.protocols.http = HttpProtocolConfig(endpoint=http_endpoint)
-    receiver.validate()
+        if protocols.http is None:
+            protocols.http = HttpProtocolConfig()
+        protocols.http.endpoint = http_endpoint
+    next(iter(config.receivers.values())).validate()
 
 
 def _endpoints(receivers: dict[str, Any]) -> str:

@@ -314,3 +314,38 @@ def test_inspect_truncated_reports_records_read(tmp_path, capsys):
     assert "requests: 1" in captured.out
     assert "(1 records read before it)" in captured.err
     assert "byte offset" in captured.err
+
+
+# --- the committed test data -------------------------------------------------
+
+
+def test_second_scrape_follows_advance_table():
+    import yaml
+
+    table = yaml.safe_load((SIX_DIR / "advance.yaml").read_text())
+    first = parse_text_independently(SIX_NODES)
+    second = parse_text_independently(SIX_NODES_LATER)
+    assert first.keys() == second.keys()
+    advanced = 0
+    for key, before in first.items():
+        _, name, labels = key
+        if name == "node_cpu_seconds_total":
+            amount = table["cpu_modes"][dict(labels)["mode"]]
+        else:
+            amount = table["counters"].get(name)
+        if amount is None:
+            assert not name.endswith("_total"), name
+            assert second[key] == before, key
+            continue
+        assert second[key] - before == pytest.approx(amount, rel=1e-9, abs=1e-9), key
+        advanced += 1
+    assert advanced == 1053
+
+
+def test_committed_six_node_recording_is_current(tmp_path):
+    from pipeline import convert_cli
+
+    out = tmp_path / "six-nodes.otlprec"
+    scrapes = [convert_cli.Scrape(str(SIX_NODES), T0), convert_cli.Scrape(str(SIX_NODES_LATER), T1)]
+    convert_cli.convert_scrapes(scrapes, out, convert.ConvertOptions(strip_prefix="otel_"))
+    assert out.read_bytes() == (ROOT / "testdata" / "six-nodes.otlprec").read_bytes()

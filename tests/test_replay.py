@@ -555,3 +555,24 @@ def test_local_golden_hand_checked_fields():
     assert body["memory"]["used"] == 25276194816 - 24917995520
     assert body["uptime"] == 994
     assert body["networks"][0]["speed"] == 0
+
+
+def test_record_forward_listen_overrides_config(tmp_path):
+    tap_out = tmp_path / "forwarded.jsonl"
+    config = tmp_path / "grpc-only.yaml"
+    tap_config(config, tap_out)
+    text = config.read_text().replace("      http:\n        endpoint: 127.0.0.1:0\n", "")
+    config.write_text(text.replace("endpoint: 127.0.0.1:0", "endpoint: 127.0.0.1:1"))
+    out = tmp_path / "recorded.otlprec"
+    process = Process(
+        [*OTELSNAP, "record", "--forward", "--config", str(config), "--out", str(out),
+         "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+        ROOT,
+    )
+    match = process.wait_for(r"listening otlp grpc=127\.0\.0\.1:(\d+) otlp http=127\.0\.0\.1:(\d+)")
+    assert match[1] != "1"
+    summary = replay.replay_to_target(SIX_NODES_REC, f"127.0.0.1:{match[2]}", protocol="http", speed=0, progress=False)
+    assert summary.delivered == 2
+    assert process.stop() == 0
+    assert [r.transport for r in read_recording(out)] == ["http", "http"]
+    assert tap_points(tap_out) == 2998
