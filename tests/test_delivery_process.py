@@ -17,12 +17,19 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
-from master_stub import MasterStub, Reply, free_port, node_values
+from master_stub import SAMPLE, MasterStub, Reply, free_port, node_values
+from pipeline.convert import ConvertOptions, exposition_to_request
 from pipeline.exporters.queue import queue_path
+from pipeline.promtext import parse
 
 HERE = Path(__file__).resolve().parent
+OTELSNAP = Path(sys.executable).with_name("otelsnap")
+T0 = 1_766_400_000_000_000_000
+SCRAPE_NS = 15_000_000_000
 DRIVER = HERE / "master_driver.py"
 NODES = sorted(node_values())
 STAMPS = ["2025-12-22T10:40:00.000Z", "2025-12-22T10:40:15.000Z", "2025-12-22T10:40:30.000Z"]
@@ -172,3 +179,92 @@ def test_sigkill_before_response_duplicates(tmp_path, processes):
         assert list(first.body["node_metrics"]) == NODES
     finally:
         master.stop()
+
+
+def write_run_config(tmp_path: Path, grpc_port: int, master_port: int) -> Path:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+  filter/node:
+  delta_rate:
+  node_snapshot:
+    scrape_wait_s: 0
+exporters:
+  master:
+    endpoint: http://127.0.0.1:{master_port}
+    cluster_id: atlhyper-home
+    timeout_s: 2
+    retry_on_failure:
+      initial_interval_s: 0.05
+      max_interval_s: 0.2
+    queue:
+      directory: {tmp_path / "queue"}
+service:
+  pipelines:
+    node:
+      receivers: [otlp]
+      processors: [filter/node, delta_rate, node_snapshot]
+      exporters: [master]
+  telemetry:
+    metrics:
+      endpoint: ""
+"""
+    )
+    return config
+
+
+def start_otelsnap(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(OTELSNAP), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def send_scrapes(grpc_port: int, scrapes: int) -> None:
+    """Send the six-node sample ``scrapes`` times, 15 s apart, as a collector would."""
+    exposition = parse(SAMPLE.read_text())
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=20)
+        client = MetricsServiceStub(channel)
+        for scrape in range(scrapes):
+            request = exposition_to_request(exposition, T0 + scrape * SCRAPE_NS, ConvertOptions(strip_prefix="otel_"))
+            client.Export(request, timeout=10, compression=grpc.Compression.Gzip)
+
+
+@pytest.mark.skipif(not OTELSNAP.exists(), reason="needs the otelsnap command in the virtualenv")
+def test_otelsnap_run_killed_then_restarted(tmp_path, processes):
+    grpc_port, master_port = free_port(), free_port()
+    config = write_run_config(tmp_path, grpc_port, master_port)
+
+    first = start_otelsnap(config)
+    processes.append(first)
+    send_scrapes(grpc_port, 3)
+    assert wait_until(lambda: len(queued_rows(tmp_path)) == 18), first.stderr.read() if first.poll() is not None else ""
+    time.sleep(0.3)  # retries against the closed port go on
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    queued = queued_rows(tmp_path)
+    assert sorted(queued) == sorted((name, stamp) for name in NODES for stamp in STAMPS)
+    for name in NODES:
+        assert [stamp for node, stamp in queued if node == name] == STAMPS
+
+    master = MasterStub(master_port).start()
+    try:
+        second = start_otelsnap(config)
+        processes.append(second)
+        assert wait_until(lambda: len(master.nodes_in_order()) >= 18)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
+        assert master.nodes_in_order() == queued
+        assert {r.headers["X-Cluster-ID"] for r in master.received} == {"atlhyper-home"}
+    finally:
+        master.stop()
+    assert queued_rows(tmp_path) == []

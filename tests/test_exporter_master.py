@@ -397,6 +397,20 @@ def test_batches_respect_max_body(tmp_path, stub, exporters):
         assert len(gzip.decompress(request.raw)) <= limit
 
 
+def test_many_nodes_share_requests(tmp_path, stub, exporters):
+    # Invented node names: a cluster larger than the six-node sample.
+    port = free_port()
+    exporter = exporters(make_exporter(tmp_path, f"http://127.0.0.1:{port}"))
+    values = VALUES["desk-zero"]
+    items = [Snapshot("node", f"node-{i:04d}", T0, node_body(f"node-{i:04d}", values, T0)) for i in range(1100)]
+    exporter.export(items, T0)
+    master = stub(port)
+
+    assert wait_until(lambda: len(master.nodes_in_order()) == 1100)
+    assert [len(r.body["node_metrics"]) for r in master.received] == [1024, 76]
+    assert [name for name, _ in master.nodes_in_order()] == [item.key for item in items]
+
+
 def test_same_node_twice_split_in_order(tmp_path, stub, exporters):
     port = free_port()
     exporter = exporters(make_exporter(tmp_path, f"http://127.0.0.1:{port}"))

@@ -54,8 +54,10 @@ AGENT_RECEIVER_PATH = "/metrics/node"
 # The AtlHyper Agent's /metrics/node rejects request bodies above this size.
 AGENT_MAX_BODY_BYTES = 1 * MIB
 SNAPSHOT_KINDS = ("node", "slo")
-# The sender reads at most this many rows to build one request.
-MAX_BATCH_ROWS = 1000
+# The sender reads rows for one request in pages of FIRST_PAGE_ROWS, growing
+# up to MAX_BATCH_ROWS, which also caps the snapshots in one request.
+FIRST_PAGE_ROWS = 32
+MAX_BATCH_ROWS = 1024
 # Headers the exporter sets itself; a configured header may not replace them.
 RESERVED_HEADERS = frozenset(("content-type", "content-encoding", "content-length", "host"))
 _FETCHED_AT_LEN = len("2006-01-02T15:04:05.000Z")
@@ -434,13 +436,24 @@ class MasterExporter(Exporter):
 
         One request holds each node at most once and at most one SLO
         snapshot; the batch ends before the first row that repeats a key or
-        would pass the body limit, so rows leave in queue order.
+        would pass the body limit, so rows leave in queue order. Rows are
+        read in growing pages, so a long backlog is not read whole for
+        every request.
         """
         if self.config.mode == "agent_receiver":
             return self._queue.peek(1, self._max_body_bytes)
-        rows = self._queue.peek(MAX_BATCH_ROWS, self._max_body_bytes)
-        if rows and rows[0].seq <= self._isolate_through_seq:
-            return rows[:1]
+        page = FIRST_PAGE_ROWS
+        while True:
+            rows = self._queue.peek(page, self._max_body_bytes)
+            if rows and rows[0].seq <= self._isolate_through_seq:
+                return rows[:1]
+            batch = self._fill(rows)
+            if len(batch) < len(rows) or len(rows) < page or page >= MAX_BATCH_ROWS:
+                return batch
+            page = min(page * 4, MAX_BATCH_ROWS)
+
+    def _fill(self, rows: list[QueuedItem]) -> list[QueuedItem]:
+        """Return the leading rows that fit one request."""
         batch: list[QueuedItem] = []
         seen: set[tuple[str, str]] = set()
         size = self._envelope_bytes()
