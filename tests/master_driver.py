@@ -5,7 +5,7 @@
 
 The exporter is built from the ``master`` entry of the config file, as the
 service builds it. "produce" prints ``queued N`` once N snapshots are
-committed and then waits to be killed; "deliver" prints ``drained`` when the
+committed, then waits to be killed. "deliver" prints ``drained`` when the
 queue is empty and exits after a graceful shutdown.
 """
 

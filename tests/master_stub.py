@@ -1,6 +1,6 @@
 """Test helpers for the exporters: a stand-in Master and real node data.
 
-``MasterStub`` is a real HTTP server on 127.0.0.1 that answers from a script
+``MasterStub`` is a real HTTP server on 127.0.0.1 that replies from a script
 of responses (200 once the script is used up), decodes gzip bodies with the
 standard library and records every request. ``node_bodies`` builds node
 snapshot bodies from the six-node node_exporter sample, with values read
@@ -117,12 +117,12 @@ class MasterStub:
         return True
 
     def accepted(self) -> list[Received]:
-        """Requests answered 2xx, in arrival order."""
+        """Requests that got a 2xx reply, in arrival order."""
         with self._cond:
             return [r for r in self.received if 200 <= r.status < 300]
 
     def nodes_in_order(self) -> list[tuple[str, str]]:
-        """(node_name, timestamp) of every node body answered 2xx, in arrival order."""
+        """(node_name, timestamp) of every node body that got a 2xx reply, in arrival order."""
         out = []
         for request in self.accepted():
             body = request.body

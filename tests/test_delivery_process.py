@@ -1,10 +1,11 @@
 """Delivery across processes: SIGKILL while the Master is down loses nothing.
 
-A real exporter process (master_driver.py, built from a config file as the
-service builds it) queues snapshots while nothing listens on the Master's
-port, is killed with SIGKILL, and a second process started with the Master
-up delivers everything, in order, once. The queue file is read with an
-independent sqlite3 connection in between.
+A real exporter process queues snapshots while nothing listens on the
+Master's port and is killed with SIGKILL. A second process, started with the
+Master up, delivers everything, in order, once. The processes are
+master_driver.py (the exporter built from a config file) and ``otelsnap
+run`` fed over gRPC. The queue file is read with an independent sqlite3
+connection in between.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_resource_metrics_lines(tmp_path):
 
 
 def test_non_finite_values_and_deltas(tmp_path):
-    # Invented points: the sample holds no staleness markers or infinities.
+    # Invented points: the sample contains no staleness markers or infinities.
     metric = Metric(
         "node_network_receive_bytes_total",
         MetricKind.SUM,

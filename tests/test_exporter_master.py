@@ -1,8 +1,8 @@
 """The master exporter against a real HTTP server standing in for the Master.
 
 Snapshot bodies carry values read from the six-node node_exporter sample
-(see master_stub.node_body); the stand-in decodes gzip and JSON with the
-standard library, an independent route from the exporter's orjson.
+(see master_stub.node_body). The stand-in decodes gzip and JSON with the
+standard library, which is independent of the exporter's orjson.
 """
 
 from __future__ import annotations
@@ -349,6 +349,25 @@ def test_block_raises_backpressure(tmp_path, stub, exporters):
     assert wait_until(lambda: len(master.nodes_in_order()) == 3)
     assert [name for name, _ in master.nodes_in_order()] == ["desk-zero", "desk-one", "desk-two"]
     assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots") == 0
+
+
+def test_block_waits_for_room_of_refused_call(tmp_path, stub, exporters):
+    port = free_port()
+    exporter = exporters(
+        make_exporter(tmp_path, f"http://127.0.0.1:{port}", queue={"max_items": 3, "when_full": "block"})
+    )
+    exporter.export([snap("desk-zero"), snap("desk-one")], T0)
+    # One more would fit, but not the two of this call.
+    assert exporter.accepting
+    with pytest.raises(Backpressure):
+        exporter.export([snap("desk-two"), snap("raspi-one")], T0)
+    assert not exporter.accepting
+
+    master = stub(port)
+    assert wait_until(lambda: exporter.accepting)
+    assert len(exporter.queue) <= 1
+    exporter.export([snap("desk-two"), snap("raspi-one")], T0)
+    assert wait_until(lambda: len(master.nodes_in_order()) == 4)
 
 
 def test_queue_gauges_count_bytes(tmp_path, exporters):

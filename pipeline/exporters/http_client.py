@@ -1,10 +1,11 @@
 """The HTTP side of the master exporter: a pooled urllib3 client, one POST,
 and the classification of its outcome into delivered, retry or permanent.
 
-urllib3 is used directly because it gives a real connection pool (one TLS
-handshake serves many requests), CA files and client certificates through
-the standard ``ssl`` module, one timeout for the whole request, and no
-retries or redirects of its own, so the exporter alone decides what to retry.
+urllib3 is used directly because its connection pool lets one TLS handshake
+serve many requests, and it takes CA files and client certificates through
+the standard ``ssl`` module. One timeout bounds the whole request. Its own
+retries and redirects are turned off, so the exporter alone decides what to
+retry.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ PERMANENT = "permanent"
 # Retry classes. "unavailable" means the Master could not take the request
 # (not reachable, restarting behind a proxy, throttling): the item is not at
 # fault, so it waits without a time limit. "server_error" means the Master
-# answered with an error that may be caused by the item itself, so
+# responded with an error that the item itself may cause, so
 # retry_on_failure.max_elapsed_s applies.
 UNAVAILABLE = "unavailable"
 SERVER_ERROR = "server_error"
@@ -54,10 +55,10 @@ RESPONSE_EXCERPT_CHARS = 512
 class TLSClientConfig:
     """TLS options for an https endpoint.
 
-    ``ca_file`` is a PEM bundle of the CAs to trust (the system store when
-    empty); ``cert_file`` and ``key_file`` are a client certificate for
-    mutual TLS; ``insecure_skip_verify`` turns off certificate and host name
-    checks.
+    ``ca_file`` is a PEM bundle of the CAs to trust; when it is empty, the
+    system store is used. ``cert_file`` and ``key_file`` are a client
+    certificate for mutual TLS. ``insecure_skip_verify`` turns off
+    certificate and host name checks.
     """
 
     ca_file: str = ""
@@ -84,9 +85,9 @@ class TLSClientConfig:
 class SendResult:
     """What one POST led to.
 
-    ``outcome`` is DELIVERED, RETRY or PERMANENT; ``retry_class`` is
-    UNAVAILABLE or SERVER_ERROR for a retry; ``reason`` is the short label for
-    counters and logs ("status_503", "connection_refused", "timeout", ...).
+    ``outcome`` is DELIVERED, RETRY or PERMANENT. ``retry_class`` is
+    UNAVAILABLE or SERVER_ERROR for a retry. ``reason`` is the short label
+    for counters and logs ("status_503", "connection_refused", "timeout").
     """
 
     outcome: str
@@ -119,7 +120,7 @@ def build_pool(tls: TLSClientConfig, https: bool, log: logging.Logger) -> urllib
 def post(
     pool: urllib3.PoolManager, url: str, body: bytes, headers: dict[str, str], timeout_s: float
 ) -> SendResult:
-    """POST ``body`` and classify the outcome; never raises for network errors."""
+    """POST ``body`` and classify the outcome; urllib3's network errors become RETRY results."""
     started = time.perf_counter()
     try:
         response = pool.request(

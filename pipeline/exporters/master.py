@@ -2,9 +2,9 @@
 
 ``export()`` serializes each snapshot once and appends it to the exporter's
 queue (SQLite on disk by default), then returns. One sender thread takes
-the oldest rows, posts them, and deletes them only when the Master answered
-2xx. So a Master outage or an otelsnap restart delays snapshots but does not
-lose them; what can still be lost is listed in docs/exporters.md.
+the oldest rows, posts them, and deletes them only after a 2xx response.
+So a Master outage or an otelsnap restart delays snapshots but does not
+lose them. docs/exporters.md lists what can still be lost.
 
 Modes:
 - ``snapshot``: ``POST {endpoint}/agent/snapshot``, gzip JSON
@@ -17,7 +17,7 @@ Modes:
 
 Retries: connection errors, timeouts, 429 and 5xx are retried with
 exponential backoff and jitter; 429 and 503 honour Retry-After. Other
-answers (4xx) are permanent: logged with the response body, counted, and
+responses (4xx) are permanent: logged with the response body, counted, and
 the queue moves on.
 """
 
@@ -70,9 +70,10 @@ class RetryConfig:
     The wait starts at ``initial_interval_s`` and grows by ``multiplier`` up
     to ``max_interval_s``, each wait randomized by ±``randomization_factor``.
     ``max_elapsed_s`` bounds how long an item is retried while the Master
-    answers it with a server error (500, 501, 505-599); 0 retries without
-    limit. While the Master is unreachable, times out, or answers 429, 502,
-    503 or 504, items wait without a time limit, bounded by the queue size.
+    responds to it with a server error (500, 501, 505-599); 0 retries
+    without limit. While the Master is unreachable, times out, or responds
+    with 429, 502, 503 or 504, items wait without a time limit, bounded by
+    the queue size.
     """
 
     initial_interval_s: float = 5.0
@@ -216,8 +217,11 @@ class MasterExporter(Exporter):
         self._closing = threading.Event()
         self._deadline: float | None = None
         self._closed = False
+        # (items, bytes) of the last export call rejected with Backpressure;
+        # accepting stays False until that much fits.
+        self._refused: tuple[int, int] | None = None
         # Sender-thread state. _attempt counts failures since the last
-        # answer that ended a request (delivered or rejected), so backoff
+        # response that ended a request (delivered or rejected), so backoff
         # follows the Master's state, not one row.
         self._attempt = 0
         self._first_server_error: dict[int, float] = {}
@@ -252,10 +256,12 @@ class MasterExporter(Exporter):
         except QueueError as err:
             raise ConfigError(f"exporters.{self.id}.queue.directory", str(err)) from err
         self._queue = queue
+
         https = self.url.startswith("https://")
         self._pool = http.build_pool(self.config.tls, https, self.log)
         if https and self.config.tls.insecure_skip_verify:
             http.warn_insecure(self.log, self.config.endpoint)
+
         self._update_queue_gauges()
         event(
             self.log,
@@ -267,6 +273,7 @@ class MasterExporter(Exporter):
             queued=len(queue),
             header_names=",".join(sorted(self._headers)) or None,
         )
+
         self._thread = threading.Thread(target=self._run, name=f"otelsnap-{self.id}-sender", daemon=True)
         self._thread.start()
 
@@ -305,6 +312,11 @@ class MasterExporter(Exporter):
             return False
         if self._queue is None or self.config.queue.when_full != "block":
             return True
+        refused = self._refused
+        if refused is not None:
+            if not self._queue.has_room(*refused):
+                return False
+            self._refused = None
         return not self._queue.is_full()
 
     @property
@@ -332,6 +344,7 @@ class MasterExporter(Exporter):
         try:
             evicted = self._queue.put(entries, time.time_ns())
         except QueueFull as err:
+            self._refused = (len(entries), sum(len(e.body) for e in entries))
             self.telemetry.add("otelsnap_exporter_refused_snapshots", len(entries), exporter=self.id)
             event(
                 self.log, "queue_full_blocking", logging.WARNING, every_s=30, exporter=self.id,
@@ -434,7 +447,7 @@ class MasterExporter(Exporter):
     def _compose(self) -> list[QueuedItem]:
         """Take the oldest rows that can share one request.
 
-        One request holds each node at most once and at most one SLO
+        One request contains each node at most once and at most one SLO
         snapshot; the batch ends before the first row that repeats a key or
         would pass the body limit, so rows leave in queue order. Rows are
         read in growing pages, so a long backlog is not read whole for
@@ -630,7 +643,7 @@ def _unstored(evicted: list[QueuedItem]) -> int:
 def build_snapshot_body(cluster_json: bytes, fetched_at: str, batch: list[QueuedItem]) -> bytes:
     """Assemble the /agent/snapshot JSON from already serialized snapshot bodies.
 
-    ``slo_data`` is present only when the batch holds an SLO snapshot.
+    ``slo_data`` is present only when the batch contains an SLO snapshot.
     """
     nodes = [orjson.dumps(row.key) + b":" + row.body for row in batch if row.kind == "node"]
     parts = [

@@ -1,10 +1,10 @@
 """The bounded delivery queue of an exporter: SQLite on disk, or in memory.
 
 Rows are serialized snapshot bodies in arrival order (``seq``). A row is
-removed only when the sender says the Master accepted it, so whatever was
-committed before a crash is delivered after the restart. The queue is
-bounded by item count and by body bytes; when full, ``when_full`` decides:
-``drop_oldest`` evicts the oldest rows to make room and returns them to the
+removed only when the sender reports that the Master accepted it, so
+whatever was committed before a crash is delivered after the restart. The
+queue is bounded by item count and by body bytes. When it is full,
+``when_full`` decides: ``drop_oldest`` evicts the oldest rows to make room and returns them to the
 caller for counting and logging, ``block`` raises ``QueueFull`` and stores
 nothing.
 
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 class QueueConfig:
     """Where and how much an exporter queues.
 
-    ``directory`` holds one SQLite file per exporter id; "" keeps the queue
+    ``directory`` contains one SQLite file per exporter id; "" keeps the queue
     in memory (lost on restart). ``max_items`` and ``max_size_mib`` bound
     the queue (``max_size_mib`` counts serialized snapshot bytes; the file
     is a little larger). ``when_full`` is ``drop_oldest`` or ``block``.
@@ -116,7 +116,7 @@ class QueueError(RuntimeError):
 
 
 class QueueLocked(QueueError):
-    """Another process holds the queue file."""
+    """Another process has the queue file open."""
 
 
 def queue_path(directory: str, exporter_id: str) -> str:
@@ -267,6 +267,10 @@ class DiskQueue:
         """True when no further item fits."""
         return self._count >= self.max_items or self._bytes >= self.max_bytes
 
+    def has_room(self, items: int, size_bytes: int) -> bool:
+        """True when ``items`` more items of ``size_bytes`` in total fit."""
+        return self._count + items <= self.max_items and self._bytes + size_bytes <= self.max_bytes
+
     # --- writing -----------------------------------------------------------
 
     def put(self, entries: list[QueuedItem], enqueued_ns: int) -> list[QueuedItem]:
@@ -291,7 +295,7 @@ class DiskQueue:
                 if self.when_full == "block":
                     if self._count:
                         raise QueueFull(
-                            f"queue holds {self._count} items, {self._bytes} bytes "
+                            f"queue is full: {self._count} items, {self._bytes} bytes "
                             f"(max_items {self.max_items}, max_bytes {self.max_bytes})"
                         )
                 else:
