@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pipeline.component import ConfigError, Item, Processor
 from pipeline.logs import event
 from pipeline.model import Metric, MetricKind, ResourceMetrics
-from processors.filter import compile_patterns, keep_points
+from processors.filter import compile_patterns, format_resource_key, keep_points
 from processors.names import HOSTMETRICS_FAMILIES, NODE_FAMILIES, NameResolver, name_variants
 
 BOOT_TIME_FAMILY = "node_boot_time_seconds"
@@ -465,7 +465,7 @@ class DeltaRateProcessor(Processor):
                     "node_reboot_detected",
                     logging.INFO,
                     processor=self._component_id,
-                    resource=_format_key(key),
+                    resource=format_resource_key(key),
                     previous_boot_time_s=previous,
                     boot_time_s=v,
                     scrape_time_ns=t,
@@ -543,7 +543,3 @@ def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:
         if name.startswith(prefix) and len(name) > len(prefix):
             return name[len(prefix):]
     return name
-
-
-def _format_key(key: tuple) -> str:
-    return ",".join(f"{k}={v}" for k, v in key)

@@ -23,6 +23,7 @@ Every dropped point is counted in ``otelsnap_processor_dropped_points`` with
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -261,6 +262,8 @@ class FilterProcessor(Processor):
         # block device → True (keep), False (drop) or the parent disk's name
         # (keep unless the resource reports that disk)
         self._block_decisions: dict[str, bool | str] = {}
+        # the devices of _block_decisions that are partitions
+        self._partitions: set[str] = set()
         # resource key → whole disks it reported; insertion order is recency
         self._disks: dict[tuple, set[str]] = {}
         self._component_id = context.component_id
@@ -270,19 +273,21 @@ class FilterProcessor(Processor):
         # Metrics that kept a partition because its parent disk was not
         # known yet; checked again once the whole batch has been seen.
         pending: list[tuple[ResourceMetrics, Metric]] = []
+        # Resources whose whole disks were recorded in this batch.
+        touched: set[tuple] = set()
         out: list[Item] = []
         for item in items:
             if not isinstance(item, ResourceMetrics):
                 out.append(item)
                 continue
-            metrics = self._filter_resource(item, dropped, pending)
+            metrics = self._filter_resource(item, dropped, pending, touched)
             if metrics is None:
                 out.append(item)
             elif metrics:
                 item.metrics = metrics
                 out.append(item)
         if pending:
-            out = self._recheck_partitions(out, pending, dropped)
+            out = self._recheck_partitions(out, pending, dropped, touched)
         for reason, count in dropped.items():
             if count:
                 self.telemetry.add(
@@ -295,6 +300,7 @@ class FilterProcessor(Processor):
         rm: ResourceMetrics,
         dropped: dict[str, int],
         pending: list[tuple[ResourceMetrics, Metric]],
+        touched: set[tuple],
     ) -> list[Metric] | None:
         """Return the metrics to keep, or None when every point of every metric stays."""
         rules = self._rules
@@ -318,7 +324,7 @@ class FilterProcessor(Processor):
                 mask = _device_mask(metric.attrs, self._network)
                 reason = REASON_NETWORK
             else:
-                mask, partition_kept = self._block_mask(rm.key, metric.attrs)
+                mask, partition_kept = self._block_mask(rm.key, metric.attrs, touched)
                 if partition_kept:
                     pending.append((rm, metric))
                 reason = REASON_BLOCK
@@ -361,17 +367,21 @@ class FilterProcessor(Processor):
 
     # -- block devices -----------------------------------------------------------
 
-    def _block_mask(self, key: tuple, attrs: list[dict[str, str]]) -> tuple[list[bool], bool]:
+    def _block_mask(
+        self, key: tuple, attrs: list[dict[str, str]], touched: set[tuple]
+    ) -> tuple[list[bool], bool]:
         """Return the keep-mask of block device points and whether a partition was kept.
 
         The resource's kept whole disks are recorded first, so a partition
-        whose parent is in the same metric is dropped.
+        whose parent is in the same metric is dropped. ``touched`` contains the
+        resources already recorded in this batch.
         """
         decisions = self._block_decisions
-        devices = [a.get("device", "") for a in attrs]
         try:
-            rules = [decisions[d] for d in devices]
+            devices = list(map(_device_of, attrs))
+            rules = list(map(decisions.__getitem__, devices))
         except KeyError:
+            devices = [a.get("device", "") for a in attrs]
             self._decide_block_devices(set(devices))
             rules = [decisions[d] for d in devices]
         if not self._drop_partitions:
@@ -379,8 +389,11 @@ class FilterProcessor(Processor):
 
         disks = self._disks.get(key, _NO_DISKS)
         whole = {d for d, r in zip(devices, rules) if r is True}
-        if not whole <= disks:
+        if whole and (key not in touched or not whole <= disks):
+            touched.add(key)
             disks = self._add_disks(key, whole)
+        if self._partitions.isdisjoint(devices):
+            return rules, False
 
         mask: list[bool] = []
         partition_kept = False
@@ -398,6 +411,7 @@ class FilterProcessor(Processor):
         decisions = self._block_decisions
         if len(decisions) + len(devices) > CACHE_MAX_ENTRIES:
             decisions.clear()
+            self._partitions.clear()
         for device in devices:
             if device in decisions:
                 continue
@@ -405,18 +419,23 @@ class FilterProcessor(Processor):
                 decisions[device] = False
                 continue
             parent = partition_parent(device) if self._drop_partitions else None
-            decisions[device] = parent if parent is not None else True
+            if parent is None:
+                decisions[device] = True
+            else:
+                decisions[device] = parent
+                self._partitions.add(device)
 
     def _recheck_partitions(
         self,
         out: list[Item],
         pending: list[tuple[ResourceMetrics, Metric]],
         dropped: dict[str, int],
+        touched: set[tuple],
     ) -> list[Item]:
         """Drop kept partitions whose parent disk was reported later in the same batch."""
         emptied = False
         for rm, metric in pending:
-            mask, _ = self._block_mask(rm.key, metric.attrs)
+            mask, _ = self._block_mask(rm.key, metric.attrs, touched)
             drops = mask.count(False)
             if not drops:
                 continue
@@ -431,7 +450,7 @@ class FilterProcessor(Processor):
         return [i for i in out if not isinstance(i, ResourceMetrics) or i.metrics]
 
     def _add_disks(self, key: tuple, disks: set[str]) -> set[str]:
-        """Add whole disks to a resource's record; return the record."""
+        """Add whole disks to a resource's record, mark it most recent, and return it."""
         known = self._disks.pop(key, None)
         if known is None:
             known = set()
@@ -441,9 +460,10 @@ class FilterProcessor(Processor):
                 event(
                     self.log,
                     "filter_resource_forgotten",
+                    logging.WARNING,
                     every_s=60.0,
                     processor=self._component_id,
-                    resource=forgotten,
+                    resource=format_resource_key(forgotten),
                     max_tracked_resources=self._max_resources,
                 )
         new = disks - known
@@ -451,9 +471,10 @@ class FilterProcessor(Processor):
             event(
                 self.log,
                 "filter_disk_limit_reached",
+                logging.WARNING,
                 every_s=60.0,
                 processor=self._component_id,
-                resource=key,
+                resource=format_resource_key(key),
                 max_disks=MAX_DISKS_PER_RESOURCE,
             )
             new = set(sorted(new)[: max(0, MAX_DISKS_PER_RESOURCE - len(known))])
@@ -511,6 +532,11 @@ def keep_points(metric: Metric, mask: list[bool]) -> None:
         metric.deltas = list(compress(metric.deltas, mask))
     if metric.intervals is not None:
         metric.intervals = list(compress(metric.intervals, mask))
+
+
+def format_resource_key(key: tuple) -> str:
+    """Render a resource identity for logs: ``service.name=node,service.instance.id=…``."""
+    return ",".join(f"{k}={v}" for k, v in key)
 
 
 def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:

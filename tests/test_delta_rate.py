@@ -4,8 +4,9 @@ The normal path uses the real six-node node_exporter sample: scrape 1 is
 the text as recorded, later scrapes are built in the test by changing
 values by amounts chosen here, so every expected delta is known without
 running the processor. Resets, jitter, reboots, staleness markers, NaN and
-new series do not occur in one recorded scrape; those cases change the real
-values in the stated way or build invented points, and state that.
+new series do not occur in one recorded scrape. Those tests change the real
+values in the stated way or build invented points, and their comments say
+which.
 """
 
 from __future__ import annotations
@@ -459,10 +460,17 @@ def counter_points_of(instance: str) -> int:
     )
 
 
-def test_reboot_restarts_every_counter_of_node():
+def test_reboot_restarts_every_counter_of_node(caplog):
     processor, telemetry = make_processor()
     processor.process(scrape(T0), T0)
-    out = processor.process(scrape(T0 + STEP_NS, rebooted(3600)), T0)
+    with caplog.at_level(logging.INFO, logger="otelsnap"):
+        out = processor.process(scrape(T0 + STEP_NS, rebooted(3600)), T0)
+    reboots = [r for r in caplog.records if r.getMessage() == "node_reboot_detected"]
+    assert len(reboots) == 1
+    assert reboots[0].event_fields["resource"] == (
+        f"service.name=node-exporter,service.instance.id={DESK_ZERO}"
+    )
+    assert reboots[0].event_fields["boot_time_s"] - reboots[0].event_fields["previous_boot_time_s"] == 3600
 
     grown = expected_by_series(lambda i, s: s.value + increment(i))
     steps = expected_by_series(lambda i, s: increment(i))

@@ -4,12 +4,13 @@ The normal path runs the six-node sample (real node_exporter v1.9.0 text)
 through the converter and decoder. Expected values are read from the text
 with regular expressions in this file, not through the processor's code.
 Partitions next to their parent disk, hostmetrics names, trimmed names and
-unknown metrics do not occur in that sample; those tests build invented
-data and state that.
+unknown metrics do not occur in that sample. Those tests build invented
+data, and their comments say so.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -462,18 +463,37 @@ def test_partition_rule_can_be_disabled():
     assert kept_devices(out) == ["mmcblk0", "mmcblk0p1"]
 
 
-def test_tracked_resources_bounded():
+def test_tracked_resources_bounded(caplog):
     config = FilterConfig(block_devices=BlockDevicesConfig(max_tracked_resources=2))
-    processor, _ = make_filter(config)
-    for host in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
-        processor.process([node_resource([disk_metric(["mmcblk0"])], instance=f"{host}:9100")], T0)
+    processor, _ = make_filter(config, component_id="filter/bounded")
+    with caplog.at_level(logging.WARNING, logger="otelsnap"):
+        for host in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            rm = node_resource([disk_metric(["mmcblk0"])], instance=f"{host}:9100")
+            processor.process([rm], T0)
     assert len(processor._disks) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["filter_resource_forgotten"]
+    fields = caplog.records[0].event_fields
+    assert fields["resource"] == "service.name=node-exporter,service.instance.id=10.0.0.1:9100"
     # The least recently reporting resource was forgotten, so its partition
     # is kept until its parent is reported again; the others still drop it.
     forgotten = node_resource([disk_metric(["mmcblk0p1"])], instance="10.0.0.1:9100")
     remembered = node_resource([disk_metric(["mmcblk0p1"])], instance="10.0.0.3:9100")
     assert kept_devices(processor.process([forgotten], T0)) == ["mmcblk0p1"]
     assert kept_devices(processor.process([remembered], T0)) == []
+
+
+def test_reporting_resource_stays_tracked():
+    config = FilterConfig(block_devices=BlockDevicesConfig(max_tracked_resources=2))
+    processor, _ = make_filter(config)
+    # 10.0.0.1 reports again before 10.0.0.3 arrives, so 10.0.0.2 is the
+    # least recently reporting resource and is forgotten.
+    for host in ("10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.3"):
+        processor.process([node_resource([disk_metric(["mmcblk0"])], instance=f"{host}:9100")], T0)
+    partition = node_resource([disk_metric(["mmcblk0p1"])], instance="10.0.0.1:9100")
+    assert kept_devices(processor.process([partition], T0)) == []
+    partition = node_resource([disk_metric(["mmcblk0p1"])], instance="10.0.0.2:9100")
+    assert kept_devices(processor.process([partition], T0)) == ["mmcblk0p1"]
 
 
 # -- hostmetrics names (invented points in the receiver's shape) -------------
