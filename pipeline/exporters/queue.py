@@ -40,6 +40,10 @@ WHEN_FULL_POLICIES = ("drop_oldest", "block")
 SYNCHRONOUS_MODES = ("normal", "full")
 MIB = 1 << 20
 SCHEMA_VERSION = 1
+WAL_SIZE_LIMIT_BYTES = 4 * MIB
+# Pages given back per removal that empties the queue: about 8 MiB, so the
+# lock that export() also takes is held for milliseconds, not seconds.
+VACUUM_PAGES = 2048
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -220,6 +224,8 @@ class DiskQueue:
             if str(mode).lower() != "wal":
                 raise sqlite3.DatabaseError(f"journal_mode is {mode}, expected wal")
             db.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            # Truncate the WAL file to this size after each checkpoint.
+            db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         return db
 
     def _init_schema(self) -> None:
@@ -402,7 +408,7 @@ class DiskQueue:
                 # Give the pages of a drained backlog back to the file system.
                 # executescript steps the pragma to completion; execute() would
                 # free a single page.
-                db.executescript("PRAGMA incremental_vacuum")
+                db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
         return removed
 
     @staticmethod
