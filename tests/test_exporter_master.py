@@ -590,32 +590,42 @@ def test_bearer_token_sent_never_logged(tmp_path, stub, exporters, caplog):
     assert token not in repr(exporter.config)
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """Create a CA and a server certificate for 127.0.0.1 with the openssl tool."""
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """Create a CA, a server certificate for 127.0.0.1 and a client certificate with the openssl tool."""
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
 
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=otelsnap test CA")  # fmt: skip
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
-    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=otelsnap")):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    return {name: directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
-@pytest.mark.skipif(subprocess.run(["which", "openssl"], capture_output=True).returncode != 0, reason="needs openssl")
-def test_tls_with_ca_file(tmp_path, stub, exporters):
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    ca, cert, key = make_certificates(certs)
+needs_openssl = pytest.mark.skipif(
+    subprocess.run(["which", "openssl"], capture_output=True).returncode != 0, reason="needs openssl"
+)
+
+
+@pytest.fixture
+def certs(tmp_path) -> dict[str, Path]:
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    return make_certificates(directory)
+
+
+@needs_openssl
+def test_tls_with_ca_file(tmp_path, stub, exporters, certs):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(certs["server.pem"], certs["server.key"])
     master = stub(ssl_context=context)
 
-    trusting = exporters(make_exporter(tmp_path / "a", master.url, tls=TLSClientConfig(ca_file=str(ca))))
+    trusting = exporters(make_exporter(tmp_path / "a", master.url, tls=TLSClientConfig(ca_file=str(certs["ca.pem"]))))
     trusting.export([snap("desk-zero")], T0)
     assert wait_until(lambda: len(master.nodes_in_order()) == 1)
 
@@ -625,6 +635,46 @@ def test_tls_with_ca_file(tmp_path, stub, exporters):
         lambda: distrusting.telemetry.get("otelsnap_exporter_send_retries", exporter="master", reason="tls_error") >= 1
     )
     assert [name for name, _ in master.nodes_in_order()] == ["desk-zero"]
+
+
+@needs_openssl
+def test_tls_insecure_skip_verify(tmp_path, stub, exporters, certs, caplog):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs["server.pem"], certs["server.key"])
+    master = stub(ssl_context=context)
+
+    exporter = exporters(make_exporter(tmp_path, master.url, tls=TLSClientConfig(insecure_skip_verify=True)))
+    exporter.export([snap("raspi-zero")], T0)
+    assert wait_until(lambda: len(master.nodes_in_order()) == 1)
+    assert len(events(caplog, "tls_verification_disabled")) == 1
+
+
+@needs_openssl
+def test_tls_client_certificate(tmp_path, stub, exporters, certs):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs["server.pem"], certs["server.key"])
+    context.load_verify_locations(certs["ca.pem"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    master = stub(ssl_context=context)
+
+    tls = TLSClientConfig(
+        ca_file=str(certs["ca.pem"]), cert_file=str(certs["client.pem"]), key_file=str(certs["client.key"])
+    )
+    with_cert = exporters(make_exporter(tmp_path / "a", master.url, tls=tls))
+    with_cert.export([snap("desk-two")], T0)
+    assert wait_until(lambda: len(master.nodes_in_order()) == 1)
+
+    without_cert = exporters(make_exporter(tmp_path / "b", master.url, tls=TLSClientConfig(ca_file=str(certs["ca.pem"]))))
+    without_cert.export([snap("desk-one")], T0)
+    assert wait_until(lambda: without_cert.telemetry.get("otelsnap_exporter_send_retries") >= 1)
+    assert [name for name, _ in master.nodes_in_order()] == ["desk-two"]
+
+
+def test_missing_ca_file_fails_start(tmp_path):
+    exporter = make_exporter(tmp_path, "https://127.0.0.1:1", tls=TLSClientConfig(ca_file=str(tmp_path / "none.pem")))
+    with pytest.raises(ConfigError) as info:
+        exporter.start()
+    assert info.value.path == "exporters.master.tls.ca_file"
 
 
 # --- config ------------------------------------------------------------------
