@@ -368,13 +368,13 @@ class MasterExporter(Exporter):
 
     def _encode(self, items: list[Item]) -> list[QueuedItem]:
         entries: list[QueuedItem] = []
-        not_snapshots = 0
+        not_snapshots = unsupported = 0
         for item in items:
             if not isinstance(item, Snapshot):
                 not_snapshots += 1
                 continue
             if item.kind not in SNAPSHOT_KINDS or (self.config.mode == "agent_receiver" and item.kind != "node"):
-                self._count_dropped(1, "unsupported_kind")
+                unsupported += 1
                 event(
                     self.log, "snapshot_unsupported", logging.WARNING, every_s=300, key=item.kind,
                     exporter=self.id, kind=item.kind, mode=self.config.mode,
@@ -394,6 +394,8 @@ class MasterExporter(Exporter):
                 )  # fmt: skip
                 continue
             entries.append(QueuedItem(item.kind, item.key, item.time_ns, body))
+        if unsupported:
+            self._count_dropped(unsupported, "unsupported_kind")
         if not_snapshots:
             self._count_dropped(not_snapshots, "not_a_snapshot")
             event(
