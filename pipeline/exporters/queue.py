@@ -41,8 +41,9 @@ SYNCHRONOUS_MODES = ("normal", "full")
 MIB = 1 << 20
 SCHEMA_VERSION = 1
 WAL_SIZE_LIMIT_BYTES = 4 * MIB
-# Pages given back per removal that empties the queue: about 8 MiB, so the
-# lock that export() also takes is held for milliseconds, not seconds.
+# Pages given back per removal that empties the queue: about 8 MiB with 4 KiB
+# pages. This bounds how long the lock that export() also takes is held,
+# however large the drained backlog was.
 VACUUM_PAGES = 2048
 
 _SCHEMA = """
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 @dataclass
 class QueueConfig:
-    """Where and how much an exporter queues.
+    """Location and bounds of an exporter's queue.
 
     ``directory`` contains one SQLite file per exporter id; "" keeps the queue
     in memory (lost on restart). ``max_items`` and ``max_size_mib`` bound
