@@ -1,6 +1,6 @@
 """Benchmark of the master exporter: export() cost and backlog drain rate.
 
-    python tests/bench_master_export.py [--scrapes 1000]
+    python bench/master_export.py [--scrapes 1000]
 
 export() is timed per call with six node snapshots (the six-node sample's
 nodes, bodies padded to 3 KiB, about the size node_snapshot builds from
@@ -20,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The stand-in Master is shared with the tests.
+sys.path.insert(0, str(ROOT / "tests"))
 
 from master_stub import MasterStub, free_port, node_body, node_values  # noqa: E402
 from pipeline.component import ComponentContext, Snapshot  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmark of the filter and delta_rate processors against decoding alone.
 
-    python tests/bench_filter_delta_rate.py [--scrapes 40] [--rounds 7]
+    python bench/filter_delta_rate.py [--scrapes 40] [--rounds 7]
 
 Replays the six-node node_exporter sample (1,499 points per request) as
 ``--scrapes`` requests 15 s apart, in one process. It prints points per
