@@ -110,6 +110,8 @@ class ReplayResult:
     last_ns: int | None = None
     lines: list[bytes] = field(default_factory=list)
     output_lines: int = 0
+    # Node snapshots the pipelines built, whether captured or not.
+    snapshots_built: int = 0
     error: RecordingError | None = None
 
 
@@ -161,6 +163,7 @@ def replay_in_process(
         reader.close()
     drain_ns = (result.last_ns or 0) + DRAIN_MARGIN_NS
     service.drain(drain_ns)
+    result.snapshots_built = int(service.telemetry.get("otelsnap_node_snapshot_snapshots"))
     if capture_exporter is not None:
         result.lines = capture_exporter.lines
         result.output_lines = capture_exporter.count
@@ -540,7 +543,7 @@ def _main_in_process(args: argparse.Namespace) -> int:
     print(
         f"replayed {result.requests} requests, {result.points} points "
         f"({result.rejected_points} rejected by the decoder, {result.invalid_requests} invalid requests), "
-        f"{result.output_lines if capture else '-'} snapshots",
+        f"{result.snapshots_built} node snapshots built",
         file=sys.stderr,
     )
     if result.error is not None:
