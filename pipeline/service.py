@@ -214,6 +214,10 @@ class Service:
 
     def _component_failed(self, error: Exception, pipeline: Pipeline, stage: str, points: int) -> None:
         component = self._component_of(error) or f"pipeline/{pipeline.name}"
+        # Backpressure from export() loses the batch for that exporter: the
+        # request was accepted already, so the sender will not send it again.
+        # The pipeline's other exporters got the batch. Built-in exporters
+        # never raise it.
         reason = "exporter_queue_full" if isinstance(error, Backpressure) else "component_error"
         self.telemetry.add(
             "otelsnap_service_component_errors", 1, component=component, pipeline=pipeline.name, stage=stage

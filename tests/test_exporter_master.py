@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import re
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from master_stub import INT64_MAX, MasterStub, Reply, free_port, node_body, node_values
-from pipeline.component import Backpressure, ComponentContext, ConfigError, Snapshot
+from pipeline.component import ComponentContext, ConfigError, Snapshot
 from pipeline.convert import ConvertOptions, exposition_to_request
 from pipeline.decode import decode_request
 from pipeline.exporters.http_client import MAX_RETRY_AFTER_S, TLSClientConfig, parse_retry_after
@@ -328,46 +329,88 @@ def test_drop_oldest_counts_and_logs(tmp_path, stub, exporters, caplog):
     assert [name for name, _ in master.nodes_in_order()] == NODES[2:5]
 
 
-def test_block_raises_backpressure(tmp_path, stub, exporters):
+def queued_keys(tmp_path: Path) -> list[str]:
+    """Node keys of the queue file's rows in order, read with an independent connection."""
+    with sqlite3.connect(queue_path(str(tmp_path), "master")) as db:
+        return [key for (key,) in db.execute("SELECT key FROM snapshots ORDER BY seq")]
+
+
+def test_block_stores_call_past_bound(tmp_path, stub, exporters, caplog):
     port = free_port()
     exporter = exporters(
         make_exporter(tmp_path, f"http://127.0.0.1:{port}", queue={"max_items": 2, "when_full": "block"})
     )
     exporter.export([snap("desk-zero")], T0)
     assert exporter.accepting
-    exporter.export([snap("desk-one")], T0)
+
+    # max_items 2 with one queued: the call of three is stored whole, two past the bound.
+    assert exporter.export([snap("desk-one"), snap("desk-two"), snap("raspi-one")], T0) is None
     assert not exporter.accepting
-    with pytest.raises(Backpressure):
-        exporter.export([snap("desk-two")], T0)
-    assert exporter.telemetry.get("otelsnap_exporter_refused_snapshots") == 1
+    assert queued_keys(tmp_path) == ["desk-zero", "desk-one", "desk-two", "raspi-one"]
+    assert exporter.telemetry.get("otelsnap_exporter_enqueued_snapshots", exporter="master") == 4
+    assert exporter.telemetry.get("otelsnap_exporter_queue_overflow_snapshots", exporter="master") == 2
+    assert exporter.telemetry.get("otelsnap_exporter_queue_size", exporter="master") == 4
+
+    # A call already in processing when the queue filled is stored too.
+    exporter.export([snap("raspi-zero")], T0)
+    assert queued_keys(tmp_path) == ["desk-zero", "desk-one", "desk-two", "raspi-one", "raspi-zero"]
+    assert exporter.telemetry.get("otelsnap_exporter_queue_overflow_snapshots", exporter="master") == 3
+    overflow = events(caplog, "queue_overflow")
+    assert len(overflow) == 1
+    assert overflow[0]["exporter"] == "master"
+    assert overflow[0]["over_bound"] == 2
+    assert overflow[0]["queued"] == 4
+    assert overflow[0]["max_items"] == 2
     time.sleep(0.3)
     assert not exporter.accepting
 
     master = stub(port)
     assert wait_until(lambda: exporter.accepting)
-    exporter.export([snap("desk-two")], T0)
-    assert wait_until(lambda: len(master.nodes_in_order()) == 3)
-    assert [name for name, _ in master.nodes_in_order()] == ["desk-zero", "desk-one", "desk-two"]
+    assert wait_until(lambda: len(master.nodes_in_order()) == 5)
+    assert [name for name, _ in master.nodes_in_order()] == ["desk-zero", "desk-one", "desk-two", "raspi-one", "raspi-zero"]
     assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots") == 0
+    assert exporter.telemetry.get("otelsnap_exporter_failed_snapshots") == 0
 
 
-def test_block_waits_for_room_of_refused_call(tmp_path, stub, exporters):
+def test_block_accepting_false_until_below_bound(tmp_path, stub, exporters):
+    # One node's four scrapes: a request carries a node once, so the queue
+    # drains one row per request, 0.2 s apart.
     port = free_port()
     exporter = exporters(
-        make_exporter(tmp_path, f"http://127.0.0.1:{port}", queue={"max_items": 3, "when_full": "block"})
+        make_exporter(tmp_path, f"http://127.0.0.1:{port}", queue={"max_items": 2, "when_full": "block"})
     )
-    exporter.export([snap("desk-zero"), snap("desk-one")], T0)
-    # One more would fit, but not the two of this call.
-    assert exporter.accepting
-    with pytest.raises(Backpressure):
-        exporter.export([snap("desk-two"), snap("raspi-one")], T0)
+    exporter.export([snap("desk-zero", scrape) for scrape in range(4)], T0)
     assert not exporter.accepting
 
-    master = stub(port)
-    assert wait_until(lambda: exporter.accepting)
-    assert len(exporter.queue) <= 1
-    exporter.export([snap("desk-two"), snap("raspi-one")], T0)
+    master = stub(port, replies=[Reply(200, delay_s=0.2) for _ in range(4)])
+    # The queue only shrinks now, so a length read before ``accepting`` that
+    # is below the bound, or one read after it that is at or over the bound,
+    # decides what ``accepting`` must have been.
+    below = at_or_over = 0
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        before = len(exporter.queue)
+        accepting = exporter.accepting
+        after = len(exporter.queue)
+        if before < 2:
+            assert accepting, f"queue of {before} rows is below max_items 2 but accepting is False"
+            below += 1
+        if after >= 2:
+            assert not accepting, f"queue of {after} rows is at or over max_items 2 but accepting is True"
+            at_or_over += 1
+        if before == 0:
+            break
+        time.sleep(0.005)
+    assert below > 0
+    assert at_or_over > 0
     assert wait_until(lambda: len(master.nodes_in_order()) == 4)
+    assert master.nodes_in_order() == [
+        ("desk-zero", "2025-12-22T10:40:00.000Z"),
+        ("desk-zero", "2025-12-22T10:40:15.000Z"),
+        ("desk-zero", "2025-12-22T10:40:30.000Z"),
+        ("desk-zero", "2025-12-22T10:40:45.000Z"),
+    ]
+    assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots") == 0
 
 
 def test_queue_gauges_count_bytes(tmp_path, exporters):

@@ -12,7 +12,6 @@ from pipeline.exporters.queue import (
     QueueConfig,
     QueuedItem,
     QueueError,
-    QueueFull,
     QueueLocked,
     queue_path,
 )
@@ -26,6 +25,12 @@ def open_queue(path: str, max_items: int = 100, max_bytes: int = 1 << 20, when_f
     queue = DiskQueue(path, max_items=max_items, max_bytes=max_bytes, when_full=when_full)
     queue.open()
     return queue
+
+
+def stored_rows(path) -> list[tuple[str, int, int]]:
+    """(key, time_ns, body length) of every row, read with an independent connection."""
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT key, time_ns, length(body) FROM snapshots ORDER BY seq").fetchall()
 
 
 def test_queue_fifo_order_and_remove(tmp_path):
@@ -89,8 +94,10 @@ def test_queue_database_uses_wal(tmp_path):
 def test_drop_oldest_evicts_by_items(tmp_path):
     queue = open_queue(str(tmp_path / "q.sqlite3"), max_items=3)
     queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=10)
-    evicted = queue.put([entry("d", 4), entry("e", 5)], enqueued_ns=20)
+    result = queue.put([entry("d", 4), entry("e", 5)], enqueued_ns=20)
+    evicted = result.evicted
 
+    assert result.over_bound == 0
     assert [(r.key, r.time_ns, r.enqueued_ns) for r in evicted] == [("a", 1, 10), ("b", 2, 10)]
     assert [r.size for r in evicted] == [7, 7]
     assert [r.key for r in queue.peek(10, 1 << 20)] == ["c", "d", "e"]
@@ -102,7 +109,7 @@ def test_drop_oldest_evicts_by_items(tmp_path):
 def test_drop_oldest_evicts_by_bytes(tmp_path):
     queue = open_queue(str(tmp_path / "q.sqlite3"), max_bytes=250)
     queue.put([entry("a", 1, b"x" * 100), entry("b", 2, b"x" * 100)], enqueued_ns=1)
-    evicted = queue.put([entry("c", 3, b"x" * 100)], enqueued_ns=2)
+    evicted = queue.put([entry("c", 3, b"x" * 100)], enqueued_ns=2).evicted
     assert [r.key for r in evicted] == ["a"]
     assert queue.size_bytes == 200
     queue.close()
@@ -111,31 +118,112 @@ def test_drop_oldest_evicts_by_bytes(tmp_path):
 def test_drop_oldest_batch_larger_than_queue(tmp_path):
     queue = open_queue(str(tmp_path / "q.sqlite3"), max_items=2)
     queue.put([entry("old", 0)], enqueued_ns=1)
-    evicted = queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=2)
+    evicted = queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=2).evicted
     # The stored row goes first, then the oldest new entry, which never got stored.
     assert [(r.key, r.seq == 0) for r in evicted] == [("old", False), ("a", True)]
     assert [r.key for r in queue.peek(10, 1 << 20)] == ["b", "c"]
     queue.close()
 
 
-def test_block_raises_and_stores_nothing(tmp_path):
-    queue = open_queue(str(tmp_path / "q.sqlite3"), max_items=2, when_full="block")
-    queue.put([entry("a", 1)], enqueued_ns=1)
-    with pytest.raises(QueueFull):
-        queue.put([entry("b", 2), entry("c", 3)], enqueued_ns=2)
-    assert [r.key for r in queue.peek(10, 1 << 20)] == ["a"]
-    queue.put([entry("b", 2)], enqueued_ns=3)
+def test_block_stores_past_item_bound(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_items=3, when_full="block")
+    first = queue.put([entry("a", 1), entry("b", 2)], enqueued_ns=1)
+    assert (first.evicted, first.over_bound, first.went_over) == ([], 0, False)
+    assert not queue.is_full()
+
+    # max_items 3 with 2 stored: c fills the queue, d and e go past the bound.
+    result = queue.put([entry("c", 3), entry("d", 4), entry("e", 5)], enqueued_ns=2)
+    assert result.evicted == []
+    assert result.over_bound == 2
+    assert result.went_over is True
+    assert stored_rows(path) == [("a", 1, 7), ("b", 2, 7), ("c", 3, 7), ("d", 4, 7), ("e", 5, 7)]
+    assert len(queue) == 5
+    assert queue.size_bytes == 5 * 7
     assert queue.is_full()
-    with pytest.raises(QueueFull):
-        queue.put([entry("c", 3)], enqueued_ns=4)
+
+    # A call while the queue is past its bound is stored whole, and is not
+    # the call that took the queue past it.
+    later = queue.put([entry("f", 6)], enqueued_ns=3)
+    assert (later.evicted, later.over_bound, later.went_over) == ([], 1, False)
+    assert len(stored_rows(path)) == 6
+    queue.close()
+
+
+def test_block_full_until_below_bound(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_items=3, when_full="block")
+    queue.put([entry(key, i) for i, key in enumerate("abcde")], enqueued_ns=1)
+    rows = queue.peek(10, 1 << 20)
+
+    queue.remove([rows[0].seq, rows[1].seq])
+    # 3 rows left: at the bound is still full.
+    assert len(stored_rows(path)) == 3
+    assert queue.is_full()
+    queue.remove([rows[2].seq])
+    assert len(stored_rows(path)) == 2
+    assert not queue.is_full()
+
+    # Back within the bound, the next call past it is a new fill.
+    result = queue.put([entry("f", 6), entry("g", 7)], enqueued_ns=2)
+    assert (result.over_bound, result.went_over) == (1, True)
+    assert [key for key, _, _ in stored_rows(path)] == ["d", "e", "f", "g"]
+    queue.close()
+
+
+def test_block_call_from_bound_goes_over(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_items=2, when_full="block")
+    at_bound = queue.put([entry("a", 1), entry("b", 2)], enqueued_ns=1)
+    # Exactly at the bound: full, but nothing is past it yet.
+    assert (at_bound.over_bound, at_bound.went_over) == (0, False)
+    assert queue.is_full()
+
+    result = queue.put([entry("c", 3)], enqueued_ns=2)
+    assert (result.evicted, result.over_bound, result.went_over) == ([], 1, True)
+    assert len(stored_rows(path)) == 3
+    queue.close()
+
+
+def test_block_stores_past_byte_bound(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_bytes=250, when_full="block")
+    queue.put([entry("a", 1, b"x" * 100), entry("b", 2, b"x" * 100)], enqueued_ns=1)
+    assert not queue.is_full()
+
+    # 200 + 100 is past 250 already, so both new entries are over the bound.
+    result = queue.put([entry("c", 3, b"x" * 100), entry("d", 4, b"x" * 100)], enqueued_ns=2)
+    assert (result.evicted, result.over_bound, result.went_over) == ([], 2, True)
+    assert stored_rows(path) == [("a", 1, 100), ("b", 2, 100), ("c", 3, 100), ("d", 4, 100)]
+    assert queue.size_bytes == 400
+    assert queue.is_full()
+
+    rows = queue.peek(10, 1 << 20)
+    queue.remove([rows[0].seq, rows[1].seq])
+    # 200 bytes: below 250, so there is room again.
+    assert not queue.is_full()
     queue.close()
 
 
 def test_block_empty_queue_takes_oversized_batch(tmp_path):
-    queue = open_queue(str(tmp_path / "q.sqlite3"), max_items=2, when_full="block")
-    assert queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=1) == []
-    assert len(queue) == 3
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_items=2, when_full="block")
+    result = queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=1)
+    assert (result.evicted, result.over_bound, result.went_over) == ([], 1, True)
+    assert [key for key, _, _ in stored_rows(path)] == ["a", "b", "c"]
     queue.close()
+
+
+def test_block_count_past_bound_survives_reopen(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = open_queue(str(path), max_items=2, when_full="block")
+    queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=1)
+    queue.close()
+
+    again = open_queue(str(path), max_items=2, when_full="block")
+    assert len(again) == 3
+    assert again.is_full()
+    again.close()
 
 
 def test_queue_file_lock(tmp_path):
@@ -174,7 +262,7 @@ def test_in_memory_queue():
     queue = DiskQueue("", max_items=2, max_bytes=1000)
     queue.open()
     assert not queue.persistent
-    evicted = queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=1)
+    evicted = queue.put([entry("a", 1), entry("b", 2), entry("c", 3)], enqueued_ns=1).evicted
     assert [r.key for r in evicted] == ["a"]
     assert [r.key for r in queue.peek(10, 1000)] == ["b", "c"]
     queue.close()

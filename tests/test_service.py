@@ -11,6 +11,7 @@ real ``.dist-info`` directory, the way third-party packages register theirs.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -33,8 +34,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
+from master_stub import MasterStub, free_port, node_values
 from pipeline import convert, decode, promtext
-from pipeline.component import Exporter, Processor
+from pipeline.component import Backpressure, Exporter, Processor
 from pipeline.config import default_config_text, load_config_text
 from pipeline.model import Metric, MetricKind, ResourceMetrics
 from pipeline.service import Service, copy_batch
@@ -42,6 +44,7 @@ from pipeline.telemetry import Telemetry
 
 SIX_NODES = Path(__file__).parent.parent / "testdata" / "atlhyper-six-nodes" / "otel_all_nodes.txt"
 T0 = 1_766_400_000_000_000_000
+SCRAPE_NS = 15_000_000_000
 EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 OTELSNAP = Path(sys.executable).parent / "otelsnap"
 WAIT_S = 10.0
@@ -161,6 +164,15 @@ class CaptureExporter(Exporter):
         self.shutdown_calls += 1
 
 
+class PushbackExporter(Exporter):
+    """Raises Backpressure from every export call, as a third-party exporter may."""
+
+    type_name = "pushback"
+
+    def export(self, items, now_ns):
+        raise Backpressure("invented: the exporter's buffer is full")
+
+
 @pytest.fixture(autouse=True)
 def plugins(tmp_path_factory, monkeypatch):
     """Register the test components as processor and exporter types."""
@@ -176,6 +188,7 @@ def plugins(tmp_path_factory, monkeypatch):
         f"gate = {__name__}:GateProcessor\n"
         "[otelsnap.exporters]\n"
         f"capture = {__name__}:CaptureExporter\n"
+        f"pushback = {__name__}:PushbackExporter\n"
     )
     monkeypatch.syspath_prepend(str(root))
     ScaleProcessor.instances = []
@@ -519,6 +532,127 @@ def test_master_queue_full_rejects(running, tmp_path):
     service.stop(timeout_s=1)
     with sqlite3.connect(tmp_path / "master.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 6
+
+
+def test_master_block_delivers_every_accepted_scrape(running, tmp_path):
+    # The real master exporter under the block policy while the Master is
+    # down, with max_items 8 and six nodes. The first scrape leaves room, so
+    # the second is accepted and its six snapshots take the queue to 12,
+    # past the bound. The third is rejected, then sent again, as the
+    # collector's retry would, once the Master is back.
+    master_port = free_port()
+    text = (
+        default_config_text()
+        .replace("127.0.0.1:4317", "127.0.0.1:0")
+        .replace("127.0.0.1:4318", "127.0.0.1:0")
+        .replace("endpoint: 127.0.0.1:8888", 'endpoint: ""')
+        .replace(
+            "  stdout:\n",
+            f"""  master:
+    endpoint: http://127.0.0.1:{master_port}
+    cluster_id: test
+    retry_on_failure:
+      initial_interval_s: 0.05
+      max_interval_s: 0.2
+    queue:
+      directory: {tmp_path}
+      max_items: 8
+      when_full: block
+""",
+        )
+        .replace("exporters: [stdout]", "exporters: [master]")
+        .replace("  node_snapshot:\n", "  node_snapshot:\n    scrape_wait_s: 0\n", 1)
+    )
+    service = running(text)
+    exporter = service.exporters["master"]
+    nodes = sorted(node_values())
+    stamps = ["2025-12-22T10:40:00.000Z", "2025-12-22T10:40:15.000Z", "2025-12-22T10:40:30.000Z"]
+    master = None
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    try:
+        with channel:
+            call(six_node_body(T0), timeout=5)
+            call(six_node_body(T0 + SCRAPE_NS), timeout=5)
+            wait_until(
+                lambda: service.telemetry.get("otelsnap_exporter_enqueued_snapshots") == 12,
+                what="twelve queued snapshots",
+            )
+            with sqlite3.connect(tmp_path / "master.sqlite3") as db:
+                assert db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 12
+            assert not exporter.accepting
+            with pytest.raises(grpc.RpcError) as caught:
+                call(six_node_body(T0 + 2 * SCRAPE_NS), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details().startswith("exporter master queue is full")
+
+            master = MasterStub(master_port).start()
+            wait_until(lambda: exporter.accepting, what="the queue to drain below max_items")
+            call(six_node_body(T0 + 2 * SCRAPE_NS), timeout=5)
+            wait_until(lambda: len(master.nodes_in_order()) >= 18, what="eighteen delivered snapshots")
+            delivered = master.nodes_in_order()
+    finally:
+        if master is not None:
+            master.stop()
+
+    assert len(delivered) == 18
+    assert [stamp for _, stamp in delivered] == [stamp for stamp in stamps for _ in nodes]
+    for index, stamp in enumerate(stamps):
+        assert sorted(name for name, _ in delivered[index * 6 : index * 6 + 6]) == nodes, stamp
+    telemetry = service.telemetry
+    assert telemetry.get("otelsnap_exporter_enqueued_snapshots", exporter="master") == 18
+    assert telemetry.get("otelsnap_exporter_sent_snapshots", exporter="master") == 18
+    assert telemetry.get("otelsnap_exporter_queue_overflow_snapshots", exporter="master") == 4
+    assert telemetry.get("otelsnap_exporter_dropped_snapshots") == 0
+    assert telemetry.get("otelsnap_service_dropped_points") == 0
+    assert telemetry.get("otelsnap_service_component_errors") == 0
+    assert telemetry.get(
+        "otelsnap_service_refused_requests", receiver="otlp", reason="exporter_queue_full"
+    ) == 1
+
+
+def test_third_party_backpressure_drops_its_batch(running, caplog):
+    caplog.set_level(logging.WARNING, logger="otelsnap.service")
+    service = running(
+        RECEIVER
+        + """
+exporters:
+  pushback:
+  capture:
+service:
+  telemetry:
+    metrics: {endpoint: ""}
+  pipelines:
+    tap: {receivers: [otlp], exporters: [pushback, capture]}
+"""
+    )
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(), timeout=5)
+    wait_until(
+        lambda: service.telemetry.get("otelsnap_service_component_errors") == 1,
+        what="the counted Backpressure",
+    )
+    # The other exporter of the pipeline still got the batch.
+    capture = CaptureExporter.instances[0]
+    wait_until(lambda: len(capture.batches) == 1, what="the batch at the capture exporter")
+    assert sum(len(m.values) for rm in capture.batches[0] for m in rm.metrics) == SIX_NODE_POINTS
+
+    telemetry = service.telemetry
+    assert telemetry.get(
+        "otelsnap_service_component_errors", component="pushback", pipeline="tap", stage="process"
+    ) == 1
+    assert telemetry.get(
+        "otelsnap_service_dropped_points", pipeline="tap", component="pushback", reason="exporter_queue_full"
+    ) == SIX_NODE_POINTS
+    dropped = [
+        r.event_fields for r in caplog.records
+        if getattr(r, "event_fields", {}).get("event") == "batch_dropped"
+    ]  # fmt: skip
+    assert len(dropped) == 1
+    assert dropped[0]["component"] == "pushback"
+    assert dropped[0]["reason"] == "exporter_queue_full"
+    assert dropped[0]["points"] == SIX_NODE_POINTS
+    assert "Backpressure" in dropped[0]["error"]
 
 
 def test_processor_error_drops_one_batch(running):

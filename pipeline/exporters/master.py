@@ -35,16 +35,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pipeline.component import (
-    Backpressure,
-    ComponentContext,
-    ConfigError,
-    Exporter,
-    Item,
-    Snapshot,
-)
+from pipeline.component import ComponentContext, ConfigError, Exporter, Item, Snapshot
 from pipeline.exporters import http_client as http
-from pipeline.exporters.queue import MIB, DiskQueue, QueueConfig, QueuedItem, QueueError, QueueFull
+from pipeline.exporters.queue import MIB, DiskQueue, PutResult, QueueConfig, QueuedItem, QueueError
 from pipeline.logs import event
 
 MODES = ("snapshot", "agent_receiver")
@@ -217,9 +210,6 @@ class MasterExporter(Exporter):
         self._closing = threading.Event()
         self._deadline: float | None = None
         self._closed = False
-        # (items, bytes) of the last export call rejected with Backpressure;
-        # accepting stays False until that much fits.
-        self._refused: tuple[int, int] | None = None
         # Sender-thread state. _attempt counts failures since the last
         # response that ended a request (delivered or rejected), so backoff
         # follows the Master's state, not one row.
@@ -308,15 +298,11 @@ class MasterExporter(Exporter):
 
     @property
     def accepting(self) -> bool:
+        """False after shutdown, and under ``block`` while the queue is at or over its bound."""
         if self._closed:
             return False
         if self._queue is None or self.config.queue.when_full != "block":
             return True
-        refused = self._refused
-        if refused is not None:
-            if not self._queue.has_room(*refused):
-                return False
-            self._refused = None
         return not self._queue.is_full()
 
     @property
@@ -329,8 +315,9 @@ class MasterExporter(Exporter):
     def export(self, items: list[Item], now_ns: int) -> None:
         """Serialize the snapshots and append them to the queue.
 
-        Raises Backpressure, storing none of ``items``, when the queue is full
-        and ``queue.when_full`` is ``block``.
+        Under ``queue.when_full: block`` the snapshots are stored even when
+        the queue is full, because they come from a request the service has
+        already accepted. ``accepting`` keeps new requests out meanwhile.
         """
         if self._queue is None:
             raise RuntimeError(f"exporter {self.id} is not started")
@@ -342,15 +329,7 @@ class MasterExporter(Exporter):
         if not entries:
             return
         try:
-            evicted = self._queue.put(entries, time.time_ns())
-        except QueueFull as err:
-            self._refused = (len(entries), sum(len(e.body) for e in entries))
-            self.telemetry.add("otelsnap_exporter_refused_snapshots", len(entries), exporter=self.id)
-            event(
-                self.log, "queue_full_blocking", logging.WARNING, every_s=30, exporter=self.id,
-                refused=len(entries), detail=str(err),
-            )  # fmt: skip
-            raise Backpressure(f"exporter {self.id}: {err}") from None
+            result = self._queue.put(entries, time.time_ns())
         except sqlite3.Error as err:
             # A full or failing disk: these snapshots cannot be kept.
             self._count_dropped(len(entries), "queue_write_error")
@@ -359,9 +338,12 @@ class MasterExporter(Exporter):
                 path=self._queue.path, snapshots=len(entries), error=err,
             )  # fmt: skip
             return
+        evicted = result.evicted
         self.telemetry.add("otelsnap_exporter_enqueued_snapshots", len(entries) - _unstored(evicted), exporter=self.id)
         if evicted:
             self._drop(evicted, "queue_full")
+        if result.over_bound:
+            self._count_overflow(result)
         self._update_queue_gauges()
         with self._cond:
             self._cond.notify()
@@ -627,6 +609,17 @@ class MasterExporter(Exporter):
                 age_s=round((now_ns - row.time_ns) / 1e9, 1),
                 queued_s=round((now_ns - row.enqueued_ns) / 1e9, 1) if row.enqueued_ns else None,
                 status=status,
+            )  # fmt: skip
+
+    def _count_overflow(self, result: PutResult) -> None:
+        """Count snapshots stored past the queue's bound; log when the queue goes past it."""
+        self.telemetry.add("otelsnap_exporter_queue_overflow_snapshots", result.over_bound, exporter=self.id)
+        if result.went_over:
+            event(
+                self.log, "queue_overflow", logging.WARNING, every_s=30, exporter=self.id,
+                over_bound=result.over_bound, queued=len(self._queue), queued_bytes=self._queue.size_bytes,
+                max_items=self._queue.max_items, max_bytes=self._queue.max_bytes,
+                action="rejecting new requests until the queue is below its bound",
             )  # fmt: skip
 
     def _count_dropped(self, n: int, reason: str) -> None:

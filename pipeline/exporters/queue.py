@@ -4,9 +4,16 @@ Rows are serialized snapshot bodies in arrival order (``seq``). A row is
 removed only when the sender reports that the Master accepted it, so
 whatever was committed before a crash is delivered after the restart. The
 queue is bounded by item count and by body bytes. When it is full,
-``when_full`` decides: ``drop_oldest`` evicts the oldest rows to make room and returns them to the
-caller for counting and logging, ``block`` raises ``QueueFull`` and stores
-nothing.
+``when_full`` decides:
+
+- ``drop_oldest`` evicts the oldest rows to make room and returns them to
+  the caller for counting and logging.
+- ``block`` stores the entries anyway, past the bound, and reports how many
+  went past it, so a full queue evicts nothing. The bound is enforced by
+  admission instead: the exporter reports ``accepting`` False while
+  ``is_full()``, so the service rejects new requests. The queue goes past its
+  bound only by the snapshots of requests that were accepted before it
+  reached the bound.
 
 Durability: the database runs in WAL mode. With ``synchronous: normal`` a
 committed row survives a killed process (it is in the WAL file, and the
@@ -65,7 +72,9 @@ class QueueConfig:
     ``directory`` contains one SQLite file per exporter id; "" keeps the queue
     in memory (lost on restart). ``max_items`` and ``max_size_mib`` bound
     the queue (``max_size_mib`` counts serialized snapshot bytes; the file
-    is a little larger). ``when_full`` is ``drop_oldest`` or ``block``.
+    is a little larger). ``when_full`` is ``drop_oldest`` (evict the oldest
+    rows) or ``block`` (store everything and reject new requests while the
+    queue is at or over its bound).
     ``synchronous`` is SQLite's setting: ``normal`` or ``full``.
     """
 
@@ -112,8 +121,20 @@ class QueuedItem:
     size: int = 0
 
 
-class QueueFull(Exception):
-    """The queue has no room for the entries and its policy is ``block``."""
+@dataclass(slots=True)
+class PutResult:
+    """The outcome of one ``DiskQueue.put`` besides the stored entries.
+
+    ``evicted``: under ``drop_oldest``, the stored rows removed to make room,
+    then the new entries that could not fit even into an empty queue.
+    ``over_bound``: under ``block``, how many of the stored entries are past
+    ``max_items`` or ``max_bytes``. ``went_over``: this call took the queue
+    past its bound, so the queue was within its bound before the call.
+    """
+
+    evicted: list[QueuedItem]
+    over_bound: int = 0
+    went_over: bool = False
 
 
 class QueueError(RuntimeError):
@@ -271,26 +292,26 @@ class DiskQueue:
         return self._bytes
 
     def is_full(self) -> bool:
-        """True when no further item fits."""
-        return self._count >= self.max_items or self._bytes >= self.max_bytes
+        """True when the queue is at or over ``max_items`` or ``max_bytes``.
 
-    def has_room(self, items: int, size_bytes: int) -> bool:
-        """True when ``items`` more items of ``size_bytes`` in total fit."""
-        return self._count + items <= self.max_items and self._bytes + size_bytes <= self.max_bytes
+        Under ``block`` the queue can be over both, so this stays True until
+        the sender has removed rows to below the bound.
+        """
+        return self._count >= self.max_items or self._bytes >= self.max_bytes
 
     # --- writing -----------------------------------------------------------
 
-    def put(self, entries: list[QueuedItem], enqueued_ns: int) -> list[QueuedItem]:
+    def put(self, entries: list[QueuedItem], enqueued_ns: int) -> PutResult:
         """Append ``entries`` in order in one transaction.
 
-        Returns the items evicted to make room (``drop_oldest``): stored rows
-        first, then new entries that could not fit even into an empty
-        queue. Under ``block`` raises QueueFull and stores nothing, unless
-        the queue is empty: then the entries are stored even when they
-        exceed the bounds, so that one large batch cannot block forever.
+        Under ``drop_oldest`` the result lists the evicted items: stored rows
+        first, then new entries that could not fit even into an empty queue.
+        Under ``block`` every entry is stored, also past ``max_items`` and
+        ``max_bytes``, and the result counts those past the bound.
+        Raises sqlite3.Error when the write fails; then nothing is stored.
         """
         if not entries:
-            return []
+            return PutResult([])
         new_bytes = sum(len(e.body) for e in entries)
         with self._lock:
             db = self._require_open()
@@ -298,13 +319,12 @@ class DiskQueue:
             over_bytes = self._bytes + new_bytes - self.max_bytes
             evicted: list[QueuedItem] = []
             rejected: list[QueuedItem] = []
+            over_bound = 0
+            went_over = False
             if over_items > 0 or over_bytes > 0:
                 if self.when_full == "block":
-                    if self._count:
-                        raise QueueFull(
-                            f"queue is full: {self._count} items, {self._bytes} bytes "
-                            f"(max_items {self.max_items}, max_bytes {self.max_bytes})"
-                        )
+                    over_bound = self._count_over_bound(entries)
+                    went_over = self._count <= self.max_items and self._bytes <= self.max_bytes
                 else:
                     entries, rejected = self._fit_new(entries)
                     new_bytes = sum(len(e.body) for e in entries)
@@ -330,7 +350,20 @@ class DiskQueue:
             self._bytes += new_bytes - freed
         for item in rejected:
             item.enqueued_ns = enqueued_ns
-        return evicted + rejected
+        return PutResult(evicted + rejected, over_bound, went_over)
+
+    def _count_over_bound(self, entries: list[QueuedItem]) -> int:
+        """Count the entries that, appended in order, take the queue past its bound.
+
+        Count and size only grow along ``entries``, so these are a tail of it.
+        """
+        count, size = self._count, self._bytes
+        for index, entry in enumerate(entries):
+            count += 1
+            size += len(entry.body)
+            if count > self.max_items or size > self.max_bytes:
+                return len(entries) - index
+        return 0
 
     def _fit_new(self, entries: list[QueuedItem]) -> tuple[list[QueuedItem], list[QueuedItem]]:
         """Split new entries into those that fit an empty queue and the older rest."""
