@@ -122,8 +122,11 @@ class Exporter:
     """Base class of exporters.
 
     ``export`` must return quickly: it hands items to the exporter's own
-    queue. It raises ``Backpressure`` when the exporter cannot take more
-    and its policy is to push back on the receiver.
+    queue. To push back, an exporter turns ``accepting`` False while it is
+    full and still stores what ``export`` brings; the service then rejects
+    new requests with a retryable status. Raising ``Backpressure`` instead
+    loses that batch for this exporter (the processors' state has already
+    moved past it), so built-in exporters never raise it.
     """
 
     type_name: ClassVar[str] = ""
@@ -151,7 +154,7 @@ class Exporter:
 
 
 class Backpressure(Exception):
-    """An exporter's queue is full and its policy is to block."""
+    """An exporter could not take a batch; the batch is lost for that exporter."""
 
 
 # Built-in components: config type name → "module:Class", imported on first

@@ -185,7 +185,24 @@ def _consume_record(service, record: RecordedRequest, receiver_id: str, result: 
     result.points += decoded.points
     result.rejected_points += decoded.rejected
     service.tick(now_ns)
+    _wait_while_exporters_push_back(service)
     service.consume(decoded, now_ns, receiver_id)
+
+
+def _wait_while_exporters_push_back(service, poll_s: float = 0.1) -> None:
+    """Wait while an exporter reports ``accepting`` False, as a collector would.
+
+    A live receiver rejects requests then, and the collector retries them.
+    In process no sender retries, so replay waits for the exporter instead of
+    letting its queue grow: for example a master exporter whose queue is
+    full under ``when_full: block`` while the Master is down.
+    """
+    while True:
+        waiting = sorted(eid for eid, exporter in service.exporters.items() if not exporter.accepting)
+        if not waiting:
+            return
+        event(log, "replay_waiting_for_exporters", logging.WARNING, every_s=10, exporters=",".join(waiting))
+        time.sleep(poll_s)
 
 
 # --- to a receiver -----------------------------------------------------------------
