@@ -361,14 +361,13 @@ class DeltaRateProcessor(Processor):
         jitter_ratio = self._jitter_ratio
         deltas: list = []
         intervals: list[float | None] = []
-        add_delta, add_interval = deltas.append, intervals.append
         dropped = 0
         for s, t, v in zip(states, metric.times, metric.values):
             if s is None or t <= s[0]:
                 # Over max_series, a duplicate or out of order: marked, removed below.
                 dropped += 1
-                add_delta(_DROPPED)
-                add_interval(None)
+                deltas.append(_DROPPED)
+                intervals.append(None)
                 if s is None:
                     counts.series_limit += 1
                 elif t == s[0]:
@@ -379,16 +378,16 @@ class DeltaRateProcessor(Processor):
             s[0] = t
             s[3] = now_ns
             if v is None or v - v:
-                add_delta(None)
-                add_interval(None)
+                deltas.append(None)
+                intervals.append(None)
                 continue
             t0 = s[1]
             v0 = s[2]
             s[1] = t
             s[2] = v
             if t0 is None:
-                add_delta(None)
-                add_interval(None)
+                deltas.append(None)
+                intervals.append(None)
                 continue
             if reboot_ns is not None and t0 < reboot_ns <= t:
                 delta = v
@@ -401,8 +400,8 @@ class DeltaRateProcessor(Processor):
             else:
                 delta = v
                 counts.value_decrease += 1
-            add_delta(delta)
-            add_interval((t - t0) / 1e9)
+            deltas.append(delta)
+            intervals.append((t - t0) / 1e9)
         metric.deltas = deltas
         metric.intervals = intervals
         if not dropped:

@@ -19,6 +19,7 @@ parent disk is reported is covered by the parent.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from processors.node_sources import (
@@ -48,6 +49,7 @@ _NO_IO = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def partition_parent(name: str) -> str | None:
     """Return the disk a partition name belongs to, or None for a whole-disk name."""
     match = _PARTITION.match(name)

@@ -266,13 +266,17 @@ class NodeSnapshotProcessor(Processor):
     def _scrapes_of(self, known: list[tuple[str, Metric]]) -> list[tuple[int, list[tuple[str, Metric]]]]:
         """Group metrics by scrape time: timestamps within the tolerance are one scrape."""
         by_time: dict[int, list[tuple[str, Metric]]] = {}
-        for canonical, metric in known:
-            times = metric.times
+        for part in known:
+            times = part[1].times
             first = times[0]
             if times.count(first) == len(times):
-                by_time.setdefault(first, []).append((canonical, metric))
+                same_time = by_time.get(first)
+                if same_time is None:
+                    same_time = by_time[first] = []
+                same_time.append(part)
                 continue
             # Rare: one metric contains points of several timestamps.
+            canonical, metric = part
             for time_ns in sorted(set(times)):
                 part = copy.copy(metric)
                 part.keep([t == time_ns for t in times])
@@ -282,7 +286,7 @@ class NodeSnapshotProcessor(Processor):
             if scrapes and time_ns - scrapes[-1][0] <= self.tolerance_ns:
                 scrapes[-1][1].extend(by_time[time_ns])
             else:
-                scrapes.append((time_ns, list(by_time[time_ns])))
+                scrapes.append((time_ns, by_time[time_ns]))
         return scrapes
 
     def _add_part(

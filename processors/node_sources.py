@@ -14,7 +14,6 @@ first sample and on metrics that are not counters).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 from pipeline.model import Metric
@@ -298,7 +297,8 @@ def resolve_staleness(tables: Tables, last_good: Tables) -> tuple[Tables, int]:
         previous = last_good.get(table_name, {})
         entities: dict[object, dict[str, Sample]] = {}
         for key, fields in table.items():
-            stale = [f for f, s in fields.items() if not _is_sample(s[VALUE])]
+            # `v - v` is 0.0 for a finite float and NaN (truthy) for NaN and ±Inf.
+            stale = [f for f, s in fields.items() if s[VALUE] is None or s[VALUE] - s[VALUE]]
             if not stale:
                 entities[key] = fields
                 continue
@@ -316,10 +316,6 @@ def resolve_staleness(tables: Tables, last_good: Tables) -> tuple[Tables, int]:
             entities[key] = fields
         resolved[table_name] = entities
     return resolved, dropped
-
-
-def _is_sample(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
 
 
 # Small conversions shared by the section builders.

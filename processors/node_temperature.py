@@ -19,6 +19,7 @@ either.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from processors.node_sources import ATTRS, HWMON, HWMON_CHIP, VALUE, Sample, Tables
@@ -26,6 +27,7 @@ from processors.node_sources import ATTRS, HWMON, HWMON_CHIP, VALUE, Sample, Tab
 _DIGITS = re.compile(r"(\d+)")
 
 
+@functools.lru_cache(maxsize=4096)
 def natural_key(text: str) -> tuple:
     """Sort key that orders embedded numbers numerically (temp2 before temp10)."""
     return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(text))
