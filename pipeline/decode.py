@@ -243,15 +243,21 @@ def _decode_metric(m_pb, result: DecodeResult) -> Metric | None:
         attrs, times, values = _number_points(data.data_points, result)
         if not values:
             return None
-        metric = Metric(m_pb.name, kind, attrs, times, values)
+        result.points += len(values)
+        # All fields by position (keyword arguments cost more per call):
+        # name, kind, attrs, times, values, extras, deltas, intervals,
+        # monotonic, unit, prom_type.
+        return Metric(
+            m_pb.name, kind, attrs, times, values, None, None, None, monotonic, m_pb.unit, prom_type
+        )
+
+    metric = Metric(m_pb.name, kind)
+    if kind is MetricKind.HISTOGRAM:
+        _histogram_points(data.data_points, metric, result)
     else:
-        metric = Metric(m_pb.name, kind)
-        if kind is MetricKind.HISTOGRAM:
-            _histogram_points(data.data_points, metric, result)
-        else:
-            _summary_points(data.data_points, metric, result)
-        if not metric.values:
-            return None
+        _summary_points(data.data_points, metric, result)
+    if not metric.values:
+        return None
     metric.monotonic = monotonic
     metric.unit = m_pb.unit
     metric.prom_type = prom_type

@@ -76,6 +76,7 @@ class Metric:
       (``prometheus.type``) when a collector sent it, else "".
     """
 
+    # pipeline.decode builds Metric with positional arguments: keep this order.
     name: str
     kind: MetricKind
     attrs: list[dict[str, str]] = field(default_factory=list)

@@ -9,6 +9,8 @@ out of the node's totals, so a new CPU never causes a spike.
 
 from __future__ import annotations
 
+import functools
+
 from processors.node_sources import (
     CPU,
     CPU_FREQUENCY,
@@ -25,6 +27,7 @@ CPU_MODES = ("idle", "iowait", "irq", "nice", "softirq", "steal", "system", "use
 LOAD_FIELDS = (("load1", "load_1"), ("load5", "load_5"), ("load15", "load_15"))
 
 
+@functools.lru_cache(maxsize=4096)
 def cpu_sort_key(cpu_id: object) -> tuple:
     """Order CPU ids numerically ("2" before "10"); ids that are not numbers go last."""
     text = str(cpu_id)
