@@ -14,10 +14,13 @@ first-point`` keeps start times across scrapes, as one collector would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gzip
 import os
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -187,13 +190,61 @@ def convert_scrapes(
 ) -> ConvertSummary:
     """Convert scrape files in order into a recording at ``out``.
 
-    Raises ValueError naming the file and line on invalid text and OSError
-    on unreadable files; the output is then incomplete.
+    The recording is written to a temporary file in the same directory and
+    renamed to ``out`` only when every scrape converted. Raises ValueError
+    naming the file and line on invalid text and OSError on unreadable
+    files; ``out`` is then left as it was.
     """
+    out = os.fspath(out)
+    temp_path = _temporary_path(out)
+    try:
+        summary = _write_recording(
+            scrapes, temp_path, options, arrival_delay_ns, transport, json_body, compression
+        )
+        os.chmod(temp_path, _final_mode(out))
+        os.replace(temp_path, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_path)
+        raise
+    return summary
+
+
+def _temporary_path(out: str) -> str:
+    """Create an empty file next to ``out`` that keeps its ``.gz`` ending."""
+    directory, name = os.path.split(out)
+    suffix = ".tmp.gz" if out.endswith(".gz") else ".tmp"
+    try:
+        handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory or ".")
+    except OSError as exc:
+        raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
+    os.close(handle)
+    return path
+
+
+def _final_mode(out: str) -> int:
+    """Return the permission bits ``out`` keeps, or those a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(os.stat(out).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_recording(
+    scrapes: list[Scrape],
+    path: str,
+    options: ConvertOptions,
+    arrival_delay_ns: int,
+    transport: str,
+    json_body: bool,
+    compression: str,
+) -> ConvertSummary:
     converter = Converter(options)
     summary = ConvertSummary()
     content_type = CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_PROTOBUF
-    with RecordingWriter(out, flush_each=False) as writer:
+    with RecordingWriter(path, flush_each=False) as writer:
         for scrape in scrapes:
             try:
                 exposition = promtext.parse(_read_text(scrape.path))

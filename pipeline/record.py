@@ -11,6 +11,9 @@ they also run through the config's pipelines as ``otelsnap run`` would run
 them, on the config's receivers (``--listen``/``--http-listen`` then
 replace that receiver's endpoints).
 
+An existing ``--out`` file is never overwritten without ``--force``,
+because the recording is written into that file as requests arrive.
+
 Stops on SIGINT or SIGTERM, after ``--duration-s`` or after
 ``--max-requests``: the receivers finish the requests in flight and the
 file is flushed and closed, so every record written is readable. A request
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -130,7 +134,11 @@ def _endpoints(receivers: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="FILE", help="recording to write (.otlprec; .gz compresses it)")
+    parser.add_argument(
+        "--out", required=True, metavar="FILE",
+        help="recording to write (.otlprec; .gz compresses it); an existing file is an error unless --force",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     parser.add_argument(
         "--listen", metavar="ADDR",
         help=f"OTLP/gRPC host:port to receive on (default: {DEFAULT_GRPC_ENDPOINT}; port 0 picks a free port)",
@@ -164,6 +172,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.duration_s < 0 or args.max_requests < 0:
         print("otelsnap record: --duration-s and --max-requests must be 0 (no limit) or more", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and not args.force:
+        print(
+            f"otelsnap record: {args.out} already exists; choose another --out, or add --force to overwrite it",
+            file=sys.stderr,
+        )
         return 2
     setup_logging(args.log_level)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -512,3 +514,30 @@ def test_cli_reports_invalid_text_with_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.prom" in err
     assert "line 2" in err
+
+
+def test_cli_failed_convert_keeps_existing_out(tmp_path, capsys):
+    out = tmp_path / "rec.otlprec"
+    assert run_convert(["--out", str(out), "--strip-prefix", "otel_", f"{SIX_NODES}@{T0 // 10**9}"]) == 0
+    before = out.read_bytes()
+    bad = tmp_path / "bad.prom"
+    bad.write_text('ok 1\nbroken{a="x" 2\n')  # invented: a syntax error on line 2
+    capsys.readouterr()
+
+    assert run_convert(["--out", str(out), f"{bad}@{T0 // 10**9 + 15}"]) == 1
+
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.prom", "rec.otlprec"]
+    assert "bad.prom: line 2" in capsys.readouterr().err
+
+
+def test_cli_new_out_gets_umask_mode(tmp_path):
+    out = tmp_path / "rec.otlprec.gz"
+    previous = os.umask(0o027)
+    try:
+        assert run_convert(["--out", str(out), "--strip-prefix", "otel_", f"{SIX_NODES}@{T0 // 10**9}"]) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert [r.received_ns for r in read_recording(out)] == [T0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.otlprec.gz"]

@@ -527,6 +527,34 @@ def test_record_duration_stops_and_flushes(tmp_path):
     assert out.read_bytes() == recording_bytes([])
 
 
+def run_record(argv: list[str]) -> int:
+    from pipeline import record
+
+    parser = argparse.ArgumentParser()
+    record.add_arguments(parser)
+    return record.main(parser.parse_args(argv))
+
+
+def test_record_refuses_existing_out(tmp_path, capsys):
+    out = tmp_path / "yesterday.otlprec"
+    out.write_bytes(recording_bytes([]))
+
+    assert run_record(["--out", str(out), "--listen", "127.0.0.1:0", "--duration-s", "0.1"]) == 2
+
+    assert out.read_bytes() == recording_bytes([])
+    assert capsys.readouterr().err == (
+        f"otelsnap record: {out} already exists; choose another --out, or add --force to overwrite it\n"
+    )
+
+
+def test_record_force_overwrites_out(tmp_path):
+    out = tmp_path / "recorded.otlprec"
+    out.write_bytes(b"not a recording")
+    process, _, out = start_record(tmp_path, "--duration-s", "0.5", "--force")
+    assert process.proc.wait(timeout=WAIT_S) == 0
+    assert out.read_bytes() == recording_bytes([])
+
+
 # --- committed goldens ---------------------------------------------------------------
 
 
