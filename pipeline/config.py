@@ -47,6 +47,13 @@ TOP_LEVEL_KEYS = ("receivers", "processors", "exporters", "service")
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error")
 
 # The type follows the Collector's rule. The name may be anything without spaces or "/".
+# Processor type → (the processor type that must run before it in a
+# pipeline, what goes wrong without it). Types are compared without the
+# "/name" part of the id, so delta_rate/x counts as delta_rate.
+PROCESSOR_PREREQUISITES = {
+    "node_snapshot": ("delta_rate", "every rate and CPU percentage in its snapshots would be 0"),
+}
+
 _ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}(/[^\s/]+)?")
 _REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _REFERENCE_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(?!-)")
@@ -233,6 +240,7 @@ def load_config_text(
         "exporter": _section(raw, "exporters", []),
     }
     _check_references(pipelines, declared, errors)
+    _check_processor_order(pipelines, errors)
     defined = {"receiver": receivers, "processor": processors, "exporter": exporters}
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
@@ -397,6 +405,40 @@ def _check_references(
                             f"'{kind}s' or remove it from the pipeline",
                         )
                     )
+
+
+def _check_processor_order(pipelines: dict[str, PipelineSpec], errors: list[ConfigError]) -> None:
+    """Report processors listed without the processor they need before them."""
+    for spec in pipelines.values():
+        types = [_type_of(component_id) for component_id in spec.processors]
+        for index, type_name in enumerate(types):
+            prerequisite = PROCESSOR_PREREQUISITES.get(type_name)
+            if prerequisite is None:
+                continue
+            required, consequence = prerequisite
+            if required in types[:index]:
+                continue
+            component_id = spec.processors[index]
+            errors.append(
+                ConfigError(
+                    f"service.pipelines.{spec.name}.processors",
+                    f"{component_id!r} has no {required} processor before it, so {consequence}; "
+                    f"put {required} before {type_name}, for example "
+                    f"[{', '.join(_with_prerequisite(spec.processors, index, required))}]",
+                )
+            )
+
+
+def _type_of(component_id: Any) -> str:
+    return component_id.partition("/")[0] if isinstance(component_id, str) else ""
+
+
+def _with_prerequisite(processors: list[str], index: int, required: str) -> list[str]:
+    """Return ``processors`` with the ``required`` ones moved (or one added) just before ``index``."""
+    before = [p for p in processors[:index] if _type_of(p) != required]
+    after = [p for p in processors[index + 1:] if _type_of(p) != required]
+    moved = [p for p in processors[index + 1:] if _type_of(p) == required] or [required]
+    return [*before, *moved, processors[index], *after]
 
 
 def _unused_warnings(pipelines: dict[str, PipelineSpec], defined: dict[str, dict]) -> list[str]:

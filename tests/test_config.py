@@ -617,3 +617,41 @@ def test_validate_command_bad_file(tmp_path):
     ]
     for start in expected_starts:
         assert any(line.startswith(start) for line in errors), (start, errors)
+
+
+# --- processor order ------------------------------------------------------------
+
+
+def with_node_processors(processors: str) -> str:
+    text = default_config_text()
+    default = "processors: [filter/node, delta_rate, node_snapshot]"
+    assert default in text
+    return text.replace(default, f"processors: [{processors}]")
+
+
+ORDER_ERROR = (
+    "service.pipelines.node.processors: 'node_snapshot' has no delta_rate processor before it, "
+    "so every rate and CPU percentage in its snapshots would be 0; put delta_rate before "
+    "node_snapshot, for example [{fix}]"
+)
+
+
+@pytest.mark.parametrize(
+    "processors, fix",
+    [
+        ("filter/node, node_snapshot", "filter/node, delta_rate, node_snapshot"),
+        ("filter/node, node_snapshot, delta_rate", "filter/node, delta_rate, node_snapshot"),
+        ("node_snapshot, filter/node", "delta_rate, node_snapshot, filter/node"),
+    ],
+)
+def test_node_snapshot_needs_delta_rate_before(processors, fix):
+    errors = load_errors(with_node_processors(processors))
+    assert errors == [ORDER_ERROR.format(fix=fix)]
+
+
+def test_named_delta_rate_counts_by_type():
+    text = with_node_processors("filter/node, delta_rate/x, node_snapshot/y")
+    text = text.replace("  delta_rate:\n", "  delta_rate/x:\n", 1)
+    text = text.replace("  node_snapshot:\n", "  node_snapshot/y:\n", 1)
+    config = load_config_text(text, env={})
+    assert config.pipelines["node"].processors == ["filter/node", "delta_rate/x", "node_snapshot/y"]
