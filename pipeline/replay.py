@@ -328,9 +328,12 @@ class _HttpSender:
         except urllib3.exceptions.HTTPError as err:
             raise _Refused(f"connection failed: {err}", None) from None
         if response.status in (429, 502, 503, 504):
-            raise _Refused(f"HTTP {response.status}", _retry_after_s(response.headers.get("Retry-After")))
+            raise _Refused(
+                _http_error(response.status, response.headers.get("Content-Type", ""), response.data),
+                _retry_after_s(response.headers.get("Retry-After")),
+            )
         if response.status != 200:
-            raise _Failed(f"HTTP {response.status}: {response.data[:200]!r}")
+            raise _Failed(_http_error(response.status, response.headers.get("Content-Type", ""), response.data))
         reply = ExportMetricsServiceResponse()
         if response.data:
             if response.headers.get("Content-Type", "").startswith(CONTENT_TYPE_JSON):
@@ -341,6 +344,26 @@ class _HttpSender:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def _http_error(status: int, content_type: str, body: bytes) -> str:
+    """Describe an HTTP error response by the message of its google.rpc.Status body.
+
+    OTLP/HTTP receivers send the Status as protobuf or JSON, as the request
+    was; a body that is neither is shown as text, cut to 200 characters.
+    """
+    from google.rpc import status_pb2
+
+    status_message = status_pb2.Status()
+    try:
+        if content_type.startswith(CONTENT_TYPE_JSON):
+            json_format.Parse(body, status_message, ignore_unknown_fields=True)
+        elif content_type.startswith(CONTENT_TYPE_PROTOBUF):
+            status_message.ParseFromString(body)
+    except (DecodeError, json_format.ParseError):
+        status_message.Clear()
+    text = status_message.message or body[:200].decode("utf-8", "replace").strip()
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -395,6 +418,7 @@ def replay_to_target(
     ``speed`` 1 keeps the recorded gaps between arrivals, 0 sends as fast as
     the receiver accepts. A request is tried at most ``max_attempts`` times.
     """
+    target = check_target(target, protocol)
     if speed < 0:
         raise ValueError(f"invalid speed {speed}: use 0 (as fast as accepted) or a positive factor")
     if max_attempts < 1:
@@ -427,6 +451,30 @@ def replay_to_target(
     return summary
 
 
+def check_target(target: str, protocol: str = "grpc") -> str:
+    """Return the ``host:port`` of ``target``; raise ValueError naming the value and the expected form.
+
+    For the http protocol an ``http://`` prefix is accepted and removed.
+    """
+    example = "127.0.0.1:4318" if protocol == "http" else "127.0.0.1:4317"
+    address = target
+    if protocol == "http" and target.startswith("http://"):
+        address = target[len("http://"):].rstrip("/")
+    if "://" in address:
+        raise ValueError(
+            f"invalid target {target!r}: expected host:port, for example {example} "
+            "(replay sends plaintext only, without TLS)"
+        )
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not host or not port_text.isdigit():
+        raise ValueError(f"invalid target {target!r}: expected host:port, for example {example}")
+    if not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid target {target!r}: port {port_text} is out of range (1-65535)")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(f"invalid target {target!r}: put an IPv6 address in brackets, for example [::1]:4317")
+    return address
+
+
 def _file_size(path: str | Path) -> int:
     try:
         return Path(path).stat().st_size
@@ -441,15 +489,17 @@ def _send_with_retry(sender, record: RecordedRequest, summary: TargetSummary, ma
     except (DecodeError, json_format.ParseError):
         points = 0
     backoff_s = INITIAL_BACKOFF_S
+    last_reason = ""
     for attempt in range(1, max_attempts + 1):
         try:
             response = sender.send(record)
         except _Refused as refused:
             summary.refused_attempts += 1
-            if attempt == 1:
-                summary.retried_requests += 1
+            last_reason = str(refused)
             if attempt == max_attempts:
                 break
+            if attempt == 1:
+                summary.retried_requests += 1
             delay_s = refused.delay_s if refused.delay_s is not None else backoff_s
             event(
                 log, "request_refused", logging.DEBUG, offset=record.offset,
@@ -468,8 +518,9 @@ def _send_with_retry(sender, record: RecordedRequest, summary: TargetSummary, ma
             summary.rejected_points += response.partial_success.rejected_data_points
         return
     summary.failed_requests += 1
+    attempts = f"{max_attempts} attempt" + ("s" if max_attempts != 1 else "")
     summary.errors.append(
-        f"request at byte offset {record.offset}: still refused after {max_attempts} attempts"
+        f"request at byte offset {record.offset}: still refused after {attempts}: {last_reason}"
     )
 
 
@@ -493,21 +544,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="relative tolerance for floats in --expect (absolute below magnitude 1; default: 1e-9)",
     )
     parser.add_argument("--target", metavar="ADDR", help="send to a running receiver at host:port instead")
-    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc", help="with --target (default: grpc)")
+    # The options below only apply with --target. Their defaults are None so
+    # that main() can tell a given option from an absent one; it fills in
+    # TARGET_DEFAULTS.
+    parser.add_argument("--protocol", choices=["grpc", "http"], help="with --target (default: grpc)")
     parser.add_argument(
-        "--speed", type=float, default=1.0,
+        "--speed", type=float,
         help="with --target: 1 = recorded arrival gaps, 2 = twice as fast, 0 = as fast as accepted (default: 1)",
     )
-    parser.add_argument("--max-attempts", type=int, default=10, help="with --target: tries per request (default: 10)")
-    parser.add_argument("--timeout-s", type=float, default=10.0, help="with --target: timeout per attempt (default: 10)")
+    parser.add_argument("--max-attempts", type=int, help="with --target: tries per request (default: 10)")
+    parser.add_argument("--timeout-s", type=float, help="with --target: timeout per attempt in seconds (default: 10)")
     parser.add_argument(
-        "--compression", choices=["as-recorded", "gzip", "none"], default="as-recorded",
+        "--compression", choices=["as-recorded", "gzip", "none"],
         help="with --target: compression of the sent bodies (default: as recorded)",
     )
     parser.add_argument(
         "--bearer-token-file", metavar="FILE", help="with --target: send 'Authorization: Bearer' with this file's token",
     )
-    parser.add_argument("--no-progress", action="store_true", help="with --target: no progress bar on stderr")
+    parser.add_argument(
+        "--no-progress", action="store_true", default=None, help="with --target: no progress bar on stderr",
+    )
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
         help="log level of the pipelines' key=value logs on stderr (default: warning)",
@@ -522,8 +578,37 @@ def main(args: argparse.Namespace) -> int:
         if args.out or args.expect or args.config:
             print("otelsnap replay: --out, --expect and --config work in process only; drop --target", file=sys.stderr)
             return 2
+        for dest, default in TARGET_DEFAULTS.items():
+            if getattr(args, dest) is None:
+                setattr(args, dest, default)
         return _main_target(args)
+    given = [_option_name(dest) for dest in TARGET_DEFAULTS if getattr(args, dest) is not None]
+    if given:
+        names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+        verb = "needs" if len(given) == 1 else "need"
+        print(
+            f"otelsnap replay: {names} {verb} --target, because without it the recording "
+            "runs in process; add --target HOST:PORT or remove them",
+            file=sys.stderr,
+        )
+        return 2
     return _main_in_process(args)
+
+
+# Options that apply only with --target, and their defaults.
+TARGET_DEFAULTS = {
+    "protocol": "grpc",
+    "speed": 1.0,
+    "max_attempts": 10,
+    "timeout_s": 10.0,
+    "compression": "as-recorded",
+    "bearer_token_file": "",
+    "no_progress": False,
+}
+
+
+def _option_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def _main_in_process(args: argparse.Namespace) -> int:
@@ -594,6 +679,11 @@ def _check_golden(golden_path: str, lines: list[bytes], tolerance: float) -> int
 
 
 def _main_target(args: argparse.Namespace) -> int:
+    try:
+        check_target(args.target, args.protocol)
+    except ValueError as exc:
+        print(f"otelsnap replay: {exc}", file=sys.stderr)
+        return 2
     token = None
     if args.bearer_token_file:
         try:

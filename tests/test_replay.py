@@ -428,7 +428,9 @@ def test_target_gives_up_after_max_attempts(capsys):
     assert summary.failed_requests == 2
     assert summary.delivered == 0
     assert summary.refused_attempts == 6
-    assert "still refused after 3 attempts" in summary.errors[0]
+    assert summary.errors[0] == (
+        "request at byte offset 10: still refused after 3 attempts: UNAVAILABLE: processing queue is full; retry after 1 s"
+    )
 
 
 def test_target_cli_summary_and_exit_code(otelsnap_run, capsys):
@@ -443,6 +445,109 @@ def test_target_cli_summary_and_exit_code(otelsnap_run, capsys):
 
 def test_target_rejects_in_process_options(capsys):
     assert run_replay([str(SIX_NODES_REC), "--target", "127.0.0.1:1", "--out", "x.jsonl"]) == 2
+
+
+def free_port() -> int:
+    """Return a loopback port that nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_target_refused_error_names_reason():
+    port = free_port()
+    summary = replay.replay_to_target(
+        SIX_NODES_REC, f"127.0.0.1:{port}", speed=0, max_attempts=1, progress=False, sleep=lambda s: None
+    )
+    assert summary.failed_requests == 2
+    assert summary.refused_attempts == 2
+    assert summary.retried_requests == 0
+    assert summary.errors[0].startswith("request at byte offset 10: still refused after 1 attempt: UNAVAILABLE: ")
+    assert "Connection refused" in summary.errors[0]
+
+
+def test_target_grpc_to_http_port_names_reason():
+    receiver = start_receiver(RefusingConsumer(refusals=0))
+    try:
+        summary = replay.replay_to_target(
+            SIX_NODES_REC, f"127.0.0.1:{receiver.http_port}", speed=0, max_attempts=2,
+            progress=False, sleep=lambda s: None,
+        )
+    finally:
+        receiver.shutdown(grace_s=1)
+    assert summary.refused_attempts == 4
+    assert summary.retried_requests == 2
+    assert summary.errors[0].startswith("request at byte offset 10: still refused after 2 attempts: UNAVAILABLE: ")
+    assert "Failed parsing HTTP/2" in summary.errors[0]
+
+
+def json_recording(path: Path) -> None:
+    from google.protobuf import json_format
+
+    with RecordingWriter(path) as writer:
+        for record in read_recording(SIX_NODES_REC):
+            body = json_format.MessageToJson(record.to_request(), indent=None).encode()
+            writer.write(record.received_ns, "http", "application/json", "", body)
+
+
+@pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
+def test_target_http_401_shows_status_message(content_type, tmp_path):
+    from pipeline.receiver import AuthConfig, GrpcProtocolConfig, HttpProtocolConfig, OtlpReceiver, OtlpReceiverConfig, ProtocolsConfig
+
+    recording = SIX_NODES_REC
+    if content_type == "application/json":
+        recording = tmp_path / "json.otlprec"
+        json_recording(recording)
+    config = OtlpReceiverConfig(
+        protocols=ProtocolsConfig(grpc=GrpcProtocolConfig(endpoint="127.0.0.1:0"), http=HttpProtocolConfig(endpoint="127.0.0.1:0")),
+        auth=AuthConfig(bearer_token="right"),
+    )
+    receiver = OtlpReceiver(config, RefusingConsumer(refusals=0), ComponentContext("otlp", telemetry=Telemetry()))
+    receiver.start()
+    try:
+        summary = replay.replay_to_target(
+            recording, f"127.0.0.1:{receiver.http_port}", protocol="http", speed=0, token="wrong", progress=False,
+        )
+    finally:
+        receiver.shutdown(grace_s=1)
+    assert summary.failed_requests == 2
+    assert summary.errors[0] == (
+        "request at byte offset 10: HTTP 401: missing or wrong bearer token; "
+        "send the header Authorization: Bearer <token>"
+    )
+
+
+def test_target_without_port_is_invalid(capsys):
+    assert run_replay([str(SIX_NODES_REC), "--target", "localhost"]) == 2
+    assert capsys.readouterr().err == (
+        "otelsnap replay: invalid target 'localhost': expected host:port, for example 127.0.0.1:4317\n"
+    )
+    assert run_replay([str(SIX_NODES_REC), "--target", "localhost", "--protocol", "http"]) == 2
+    assert capsys.readouterr().err == (
+        "otelsnap replay: invalid target 'localhost': expected host:port, for example 127.0.0.1:4318\n"
+    )
+    assert run_replay([str(SIX_NODES_REC), "--target", "127.0.0.1:99999"]) == 2
+    assert capsys.readouterr().err == (
+        "otelsnap replay: invalid target '127.0.0.1:99999': port 99999 is out of range (1-65535)\n"
+    )
+
+
+def test_target_options_without_target(capsys):
+    argv = [str(SIX_NODES_REC), "--speed", "0", "--protocol", "http", "--max-attempts", "1", "--timeout-s", "1",
+            "--compression", "gzip", "--bearer-token-file", "token.txt", "--no-progress"]
+    assert run_replay(argv) == 2
+    assert capsys.readouterr().err == (
+        "otelsnap replay: --protocol, --speed, --max-attempts, --timeout-s, --compression, "
+        "--bearer-token-file and --no-progress need --target, because without it the recording runs in process; "
+        "add --target HOST:PORT or remove them\n"
+    )
+    assert run_replay([str(SIX_NODES_REC), "--speed", "2"]) == 2
+    assert capsys.readouterr().err == (
+        "otelsnap replay: --speed needs --target, because without it the recording runs in process; "
+        "add --target HOST:PORT or remove them\n"
+    )
 
 
 # --- otelsnap record ---------------------------------------------------------------
