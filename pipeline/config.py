@@ -857,9 +857,15 @@ def describe(value: Any) -> str:
 def check_endpoint(endpoint: str, path: str) -> tuple[str, int]:
     """Split ``host:port`` (IPv6 hosts in brackets); raise ConfigError if invalid."""
     host, sep, port_text = endpoint.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not port_text.isdigit():
         raise ConfigError(
             path, f"invalid endpoint {endpoint!r}; write host:port, for example 127.0.0.1:8888"
+        )
+    if int(port_text) > 65535:
+        raise ConfigError(
+            path,
+            f"port {port_text} of {endpoint!r} is out of range (0-65535); "
+            "write host:port, for example 127.0.0.1:8888",
         )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -128,7 +128,7 @@ class HttpProtocolConfig:
     tls: TLSServerConfig | None = None
 
     def validate(self) -> None:
-        parse_endpoint(self.endpoint, "endpoint")
+        parse_endpoint(self.endpoint, "endpoint", default_port=4318)
         if self.max_request_body_size_mib < 1:
             raise ConfigError(
                 "max_request_body_size_mib",
@@ -197,15 +197,27 @@ def _validate_child(child, key: str) -> None:
         raise ConfigError(f"{key}.{err.path}" if err.path else key, err.message) from None
 
 
-def parse_endpoint(endpoint: str, path: str = "endpoint") -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port``; an empty host means all interfaces)."""
+def parse_endpoint(endpoint: str, path: str = "endpoint", default_port: int = 4317) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port``; an empty host means all interfaces).
+
+    ``default_port`` is the protocol's usual port, used in the examples of
+    error messages: 4317 for OTLP/gRPC, 4318 for OTLP/HTTP.
+    """
     host, sep, port_text = endpoint.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(path, f"{endpoint!r} is not host:port; write for example 127.0.0.1:4317")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(path, f"{endpoint!r} is not host:port; write for example 127.0.0.1:{default_port}")
+    if int(port_text) > 65535:
+        raise ConfigError(
+            path,
+            f"port {port_text} of {endpoint!r} is out of range (0-65535); "
+            f"write for example 127.0.0.1:{default_port}",
+        )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ConfigError(path, f"{endpoint!r}: put an IPv6 address in brackets, for example [::1]:4317")
+        raise ConfigError(
+            path, f"{endpoint!r}: put an IPv6 address in brackets, for example [::1]:{default_port}"
+        )
     return host or "0.0.0.0", int(port_text)
 
 
@@ -368,7 +380,8 @@ class OtlpReceiver:
                 bound = server.add_secure_port(address, _grpc_credentials(cfg.tls, "protocols.grpc.tls"))
         except RuntimeError as err:
             raise OSError(
-                f"cannot listen on {cfg.endpoint} (protocols.grpc.endpoint): {err}; "
+                f"cannot listen on {cfg.endpoint} "
+                f"(receivers.{self.context.component_id}.protocols.grpc.endpoint): {err}; "
                 "is the port in use? choose a free port"
             ) from None
         server.start()
@@ -379,13 +392,14 @@ class OtlpReceiver:
         self._health.set(METRICS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
     def _start_http(self, cfg: HttpProtocolConfig) -> None:
-        host, port = parse_endpoint(cfg.endpoint, "protocols.http.endpoint")
+        host, port = parse_endpoint(cfg.endpoint, "protocols.http.endpoint", default_port=4318)
         tls_context = _http_ssl_context(cfg.tls, "protocols.http.tls") if cfg.tls else None
         try:
             server = _HttpServer((host, port), self, cfg.max_request_body_size_mib * MIB, tls_context)
         except OSError as err:
             raise OSError(
-                f"cannot listen on {cfg.endpoint} (protocols.http.endpoint): {err}; "
+                f"cannot listen on {cfg.endpoint} "
+                f"(receivers.{self.context.component_id}.protocols.http.endpoint): {err}; "
                 "is the port in use? choose a free port"
             ) from None
         self._http_server = server

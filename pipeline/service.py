@@ -390,7 +390,14 @@ class Service:
         self._meter_provider = MeterProvider(
             metric_readers=[reader], resource=Resource.create({"service.name": "otelsnap"})
         )
-        server, _thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+        try:
+            server, _thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+        except OSError as err:
+            raise ConfigError(
+                "service.telemetry.metrics.endpoint",
+                f"cannot listen on {endpoint}: {err.strerror or err}; choose a free port, "
+                'or set "" to turn the endpoint off',
+            ) from err
         self._metrics_server = server
         self.metrics_port = server.server_port
         self.telemetry.bind_meter(self._meter_provider.get_meter("otelsnap"))

@@ -462,6 +462,14 @@ def test_service_telemetry_checked():
     ) in errors
 
 
+def test_telemetry_port_out_of_range():
+    errors = load_errors("service: {telemetry: {metrics: {endpoint: '127.0.0.1:99999'}}, pipelines: {}}\n")
+    assert (
+        "service.telemetry.metrics.endpoint: port 99999 of '127.0.0.1:99999' is out of range (0-65535); "
+        "write host:port, for example 127.0.0.1:8888"
+    ) in errors
+
+
 def test_invalid_yaml_names_line():
     with pytest.raises(ConfigError) as caught:
         load_config_text("service:\n  pipelines: [a\n", source="bad.yaml")

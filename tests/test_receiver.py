@@ -923,6 +923,35 @@ def test_config_errors_name_key_path(config, path):
     assert info.value.path == path
 
 
+@pytest.mark.parametrize(
+    ("protocols", "message"),
+    [
+        (
+            ProtocolsConfig(grpc=GrpcProtocolConfig(endpoint="127.0.0.1:99999")),
+            "protocols.grpc.endpoint: port 99999 of '127.0.0.1:99999' is out of range (0-65535); "
+            "write for example 127.0.0.1:4317",
+        ),
+        (
+            ProtocolsConfig(http=HttpProtocolConfig(endpoint="127.0.0.1:99999")),
+            "protocols.http.endpoint: port 99999 of '127.0.0.1:99999' is out of range (0-65535); "
+            "write for example 127.0.0.1:4318",
+        ),
+        (
+            ProtocolsConfig(http=HttpProtocolConfig(endpoint="localhost")),
+            "protocols.http.endpoint: 'localhost' is not host:port; write for example 127.0.0.1:4318",
+        ),
+        (
+            ProtocolsConfig(http=HttpProtocolConfig(endpoint="::1:4318")),
+            "protocols.http.endpoint: '::1:4318': put an IPv6 address in brackets, for example [::1]:4318",
+        ),
+    ],
+)
+def test_endpoint_errors_name_protocol_port(protocols, message):
+    with pytest.raises(ConfigError) as info:
+        OtlpReceiverConfig(protocols=protocols).validate()
+    assert str(info.value) == message
+
+
 def test_config_defaults():
     config = OtlpReceiverConfig(protocols=ProtocolsConfig(grpc=GrpcProtocolConfig(), http=HttpProtocolConfig()))
     config.validate()

@@ -36,7 +36,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from master_stub import MasterStub, free_port, node_values
 from pipeline import convert, decode, promtext
-from pipeline.component import Backpressure, Exporter, Processor
+from pipeline.component import Backpressure, ConfigError, Exporter, Processor
 from pipeline.config import default_config_text, load_config_text
 from pipeline.model import Metric, MetricKind, ResourceMetrics
 from pipeline.service import Service, copy_batch
@@ -812,6 +812,71 @@ service:
         )
     assert result.returncode == 1, result.stderr
     assert "event=start_failed" in result.stderr
+    assert "service_started" not in result.stderr
+
+
+def test_telemetry_port_in_use_names_key(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = Service(
+            make_config(
+                RECEIVER
+                + f"""
+exporters:
+  file:
+    path: {tmp_path / "out.jsonl"}
+service:
+  telemetry:
+    metrics: {{endpoint: "127.0.0.1:{port}"}}
+  pipelines:
+    tap: {{receivers: [otlp], exporters: [file]}}
+"""
+            )
+        )
+        with pytest.raises(ConfigError) as caught:
+            service.start()
+    assert str(caught.value) == (
+        f"service.telemetry.metrics.endpoint: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        'choose a free port, or set "" to turn the endpoint off'
+    )
+    assert service.receivers == {}
+
+
+@pytest.mark.parametrize("where", ["proc", "file_as_directory"])
+def test_run_unwritable_file_path_exits_1(tmp_path, where):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the exporter expects a directory")
+    if where == "proc":
+        path = "/proc/x"  # procfs does not allow new files
+        reason = "No such file or directory"
+    else:
+        path = str(blocker / "out.jsonl")
+        reason = f"'{blocker}' is not a directory"
+    config = tmp_path / "otelsnap.yaml"
+    config.write_text(
+        RECEIVER
+        + f"""
+exporters:
+  file/debug:
+    path: {path}
+service:
+  telemetry:
+    metrics: {{endpoint: ""}}
+  pipelines:
+    tap: {{receivers: [otlp], exporters: [file/debug]}}
+"""
+    )
+    result = subprocess.run(
+        [str(OTELSNAP), "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    expected = (
+        f"exporters.file/debug.path: cannot open '{path}' for writing: {reason}; "
+        "set a path in a directory otelsnap can write to"
+    )
+    assert f"event=start_failed error=\"{expected}\"" in result.stderr
     assert "service_started" not in result.stderr
 
 

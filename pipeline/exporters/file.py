@@ -147,12 +147,22 @@ class FileExporter(_JsonLinesExporter):
         self._max_bytes = int(config.max_size_mib * MIB)
 
     def start(self) -> None:
+        """Open ``path`` for appending; raise ConfigError naming the option when it cannot be opened."""
         directory = os.path.dirname(self.config.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        # A process killed while writing can leave half a line at the end.
-        _truncate_partial_line(self.config.path)
-        self._open()
+        try:
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            # A process killed while writing can leave half a line at the end.
+            _truncate_partial_line(self.config.path)
+            self._open()
+        except OSError as err:
+            # makedirs reports a file in place of the directory as "File exists".
+            reason = f"{directory!r} is not a directory" if isinstance(err, FileExistsError) else err.strerror or err
+            raise ConfigError(
+                f"exporters.{self.id}.path",
+                f"cannot open {self.config.path!r} for writing: {reason}; "
+                "set a path in a directory otelsnap can write to",
+            ) from err
         event(self.log, "exporter_started", exporter=self.id, path=self.config.path)
 
     def _open(self) -> None:
