@@ -215,7 +215,9 @@ def load_config_text(
     """
     errors: list[ConfigError] = []
     raw = parse_yaml(text, source, errors)
+    parse_error_count = len(errors)
     raw = expand_env(raw, os.environ if env is None else env, "", errors)
+    reference_error_count = len(errors)
     if raw is None:
         raise ConfigError("", f"{source} is empty; it needs receivers, exporters and service.pipelines")
     if not isinstance(raw, dict):
@@ -242,6 +244,7 @@ def load_config_text(
     _check_references(pipelines, declared, errors)
     _check_processor_order(pipelines, errors)
     defined = {"receiver": receivers, "processor": processors, "exporter": exporters}
+    errors = _without_consequences(errors, parse_error_count, reference_error_count)
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return Config(
@@ -253,6 +256,19 @@ def load_config_text(
         source=source,
         warnings=_unused_warnings(pipelines, defined),
     )
+
+
+def _without_consequences(errors: list[ConfigError], first: int, end: int) -> list[ConfigError]:
+    """Drop errors about values whose ${...} reference already failed.
+
+    ``errors[first:end]`` are the reference errors (an unset variable). A
+    failed reference becomes "", so later checks of that key would report
+    the empty value again, as a missing endpoint or an invalid number.
+    """
+    failed_paths = {error.path for error in errors[first:end]}
+    if not failed_paths:
+        return errors
+    return errors[:end] + [error for error in errors[end:] if error.path not in failed_paths]
 
 
 def _section(raw: dict, key: str, errors: list[ConfigError]) -> dict:

@@ -264,6 +264,21 @@ def test_env_non_number_for_integer_option(plugins):
     assert "processors.example.max_series: expected an integer, got 'lots'" in errors
 
 
+def test_unset_variable_is_the_only_error():
+    text = default_config_text().replace(
+        "\nexporters:\n", "\nexporters:\n  master:\n    endpoint: ${env:MASTER_URL}\n    cluster_id: home\n", 1
+    )
+    text = text.replace("exporters: [stdout]", "exporters: [stdout, master]")
+    text = text.replace("  tick_interval_s: 1.0\n", "  tick_interval_s: ${env:TMO}\n", 1)
+    errors = load_errors(text)
+    assert errors == [
+        "exporters.master.endpoint: environment variable MASTER_URL is not set; "
+        "set it or give a default with ${env:MASTER_URL:-value}",
+        "service.tick_interval_s: environment variable TMO is not set; "
+        "set it or give a default with ${env:TMO:-value}",
+    ]
+
+
 def test_env_other_scheme_is_rejected(plugins):
     text = PLUGIN_PIPELINE.format(cluster_id="${file:/etc/cluster}", max_series="1", enabled="true")
     errors = load_errors(text, env={"TOKEN": "t"})
