@@ -77,6 +77,27 @@ def config_errors(error: ConfigError) -> list[ConfigError]:
     return list(getattr(error, "errors", [error]))
 
 
+def raise_errors(errors: list[ConfigError]) -> None:
+    """Raise the errors a validate() method collected: one ConfigError, or ConfigErrors for several."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
+def nested_errors(key: str, child: Any) -> list[ConfigError]:
+    """Validate a nested config (None is skipped) and return its errors with ``key`` put before their paths."""
+    if child is None:
+        return []
+    try:
+        child.validate()
+    except ConfigError as error:
+        return [
+            ConfigError(join_path(key, e.path) if e.path else key, e.message) for e in config_errors(error)
+        ]
+    return []
+
+
 # --- service settings ---------------------------------------------------
 
 
@@ -124,16 +145,18 @@ class ServiceSettings:
     shutdown_timeout_s: float = 10.0
 
     def validate(self) -> None:
+        errors: list[ConfigError] = []
         if self.queue_size < 1:
-            raise ConfigError("queue_size", f"must be at least 1, got {self.queue_size}")
+            errors.append(ConfigError("queue_size", f"must be at least 1, got {self.queue_size}"))
         if not self.tick_interval_s > 0:
-            raise ConfigError(
-                "tick_interval_s", f"must be greater than 0, got {self.tick_interval_s}"
+            errors.append(
+                ConfigError("tick_interval_s", f"must be greater than 0, got {self.tick_interval_s}")
             )
         if self.shutdown_timeout_s < 0:
-            raise ConfigError(
-                "shutdown_timeout_s", f"must not be negative, got {self.shutdown_timeout_s}"
+            errors.append(
+                ConfigError("shutdown_timeout_s", f"must not be negative, got {self.shutdown_timeout_s}")
             )
+        raise_errors(errors)
 
 
 @dataclass
@@ -660,7 +683,9 @@ def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     for name, f in fields.items():
         if name not in raw and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             errors.append(ConfigError(join_path(path, name), "this option is required; set it"))
-    if len(errors) > before:
+    # A nested section that failed only its validate() rules still gives an
+    # object, so this section's own rules are checked and reported too.
+    if any(not isinstance(error, _RuleError) for error in errors[before:]):
         return None
     try:
         obj = cls(**kwargs)
@@ -671,6 +696,10 @@ def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     return obj
 
 
+class _RuleError(ConfigError):
+    """An error raised by a config's validate(), after its options converted."""
+
+
 def _validate(obj: Any, path: str, errors: list[ConfigError]) -> None:
     validate = getattr(obj, "validate", None)
     if validate is None:
@@ -678,10 +707,17 @@ def _validate(obj: Any, path: str, errors: list[ConfigError]) -> None:
     try:
         validate()
     except ConfigError as e:
-        for error in config_errors(e):
-            errors.append(ConfigError(join_path(path, error.path) if error.path else path, error.message))
+        found = [
+            _RuleError(join_path(path, error.path) if error.path else path, error.message)
+            for error in config_errors(e)
+        ]
     except ValueError as e:
-        errors.append(ConfigError(path, str(e)))
+        found = [_RuleError(path, str(e))]
+    else:
+        return
+    # A parent's validate() may check its nested sections again; report each error once.
+    reported = {(error.path, error.message) for error in errors}
+    errors.extend(error for error in found if (error.path, error.message) not in reported)
 
 
 def _check_keys(raw: dict, known: Any, path: str, errors: list[ConfigError]) -> None:

@@ -57,6 +57,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from pipeline.component import ComponentContext, ConfigError
+from pipeline.config import nested_errors, raise_errors
 from pipeline.decode import DecodeResult, decode_bytes, decode_request
 from pipeline.logs import event
 from pipeline.runtime import ACCEPTED, Admission, Consumer
@@ -110,13 +111,16 @@ class GrpcProtocolConfig:
     tls: TLSServerConfig | None = None
 
     def validate(self) -> None:
-        parse_endpoint(self.endpoint, "endpoint")
+        errors = _endpoint_errors(self.endpoint, 4317)
         if not 1 <= self.max_recv_msg_size_mib <= GRPC_MAX_MSG_SIZE_MIB:
-            raise ConfigError(
-                "max_recv_msg_size_mib",
-                f"{self.max_recv_msg_size_mib} is out of range; set 1 to {GRPC_MAX_MSG_SIZE_MIB}",
+            errors.append(
+                ConfigError(
+                    "max_recv_msg_size_mib",
+                    f"{self.max_recv_msg_size_mib} is out of range; set 1 to {GRPC_MAX_MSG_SIZE_MIB}",
+                )
             )
-        _validate_child(self.tls, "tls")
+        errors += nested_errors("tls", self.tls)
+        raise_errors(errors)
 
 
 @dataclass
@@ -128,13 +132,16 @@ class HttpProtocolConfig:
     tls: TLSServerConfig | None = None
 
     def validate(self) -> None:
-        parse_endpoint(self.endpoint, "endpoint", default_port=4318)
+        errors = _endpoint_errors(self.endpoint, 4318)
         if self.max_request_body_size_mib < 1:
-            raise ConfigError(
-                "max_request_body_size_mib",
-                f"{self.max_request_body_size_mib} is too small; set at least 1",
+            errors.append(
+                ConfigError(
+                    "max_request_body_size_mib",
+                    f"{self.max_request_body_size_mib} is too small; set at least 1",
+                )
             )
-        _validate_child(self.tls, "tls")
+        errors += nested_errors("tls", self.tls)
+        raise_errors(errors)
 
 
 @dataclass
@@ -147,8 +154,7 @@ class ProtocolsConfig:
     def validate(self) -> None:
         if self.grpc is None and self.http is None:
             raise ConfigError("", "no protocol is enabled; add grpc: or http: (an empty key enables it with defaults)")
-        _validate_child(self.grpc, "grpc")
-        _validate_child(self.http, "http")
+        raise_errors(nested_errors("grpc", self.grpc) + nested_errors("http", self.http))
 
 
 @dataclass
@@ -178,23 +184,23 @@ class OtlpReceiverConfig:
     overload_status: str = "unavailable"
 
     def validate(self) -> None:
-        _validate_child(self.protocols, "protocols")
-        _validate_child(self.auth, "auth")
+        errors = nested_errors("protocols", self.protocols) + nested_errors("auth", self.auth)
         if self.overload_status not in OVERLOAD_STATUSES:
-            raise ConfigError(
-                "overload_status",
-                f"{self.overload_status!r} is not supported; use one of {', '.join(OVERLOAD_STATUSES)}",
+            errors.append(
+                ConfigError(
+                    "overload_status",
+                    f"{self.overload_status!r} is not supported; use one of {', '.join(OVERLOAD_STATUSES)}",
+                )
             )
+        raise_errors(errors)
 
 
-def _validate_child(child, key: str) -> None:
-    """Validate a nested config and prefix its error path with ``key``."""
-    if child is None:
-        return
+def _endpoint_errors(endpoint: str, default_port: int) -> list[ConfigError]:
     try:
-        child.validate()
+        parse_endpoint(endpoint, "endpoint", default_port)
     except ConfigError as err:
-        raise ConfigError(f"{key}.{err.path}" if err.path else key, err.message) from None
+        return [err]
+    return []
 
 
 def parse_endpoint(endpoint: str, path: str = "endpoint", default_port: int = 4317) -> tuple[str, int]:

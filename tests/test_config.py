@@ -485,6 +485,55 @@ def test_telemetry_port_out_of_range():
     ) in errors
 
 
+def test_service_rules_all_reported():
+    errors = load_errors("service: {queue_size: 0, tick_interval_s: -1, shutdown_timeout_s: -2, pipelines: {}}\n")
+    assert errors[-3:] == [
+        "service.queue_size: must be at least 1, got 0",
+        "service.tick_interval_s: must be greater than 0, got -1.0",
+        "service.shutdown_timeout_s: must not be negative, got -2.0",
+    ]
+
+
+def test_master_rules_all_reported():
+    text = with_node_processors("filter/node, delta_rate, node_snapshot").replace(
+        "\nexporters:\n",
+        textwrap.dedent(
+            """
+            exporters:
+              master:
+                endpoint: http://master.example:8080
+                mode: agent
+                compression: zstd
+                headers: {Content-Type: text/plain}
+                retry_on_failure: {multiplier: 0.5}
+            """
+        ),
+        1,
+    ).replace("exporters: [stdout]", "exporters: [master]")
+    errors = load_errors(text)
+    assert errors == [
+        "exporters.master.retry_on_failure.multiplier: invalid value 0.5: use 1 or more",
+        "exporters.master.mode: invalid mode 'agent': use one of snapshot, agent_receiver",
+        "exporters.master.compression: invalid compression 'zstd': use one of gzip, none",
+        "exporters.master.headers.Content-Type: the exporter sets this header itself: remove it",
+    ]
+
+
+def test_receiver_rules_all_reported():
+    text = default_config_text().replace(
+        "        endpoint: 127.0.0.1:4318\n",
+        "        endpoint: 127.0.0.1:99999\n        max_request_body_size_mib: 0\n    overload_status: drop\n",
+        1,
+    )
+    errors = load_errors(text)
+    assert errors == [
+        "receivers.otlp.protocols.http.endpoint: port 99999 of '127.0.0.1:99999' is out of range (0-65535); "
+        "write for example 127.0.0.1:4318",
+        "receivers.otlp.protocols.http.max_request_body_size_mib: 0 is too small; set at least 1",
+        "receivers.otlp.overload_status: 'drop' is not supported; use one of unavailable, resource_exhausted",
+    ]
+
+
 def test_invalid_yaml_names_line():
     with pytest.raises(ConfigError) as caught:
         load_config_text("service:\n  pipelines: [a\n", source="bad.yaml")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 from pipeline.component import ComponentContext, ConfigError, EmptyConfig, Exporter, Item, Snapshot
+from pipeline.config import raise_errors
 from pipeline.exporters.queue import MIB
 from pipeline.logs import event
 from pipeline.model import Metric, ResourceMetrics
@@ -47,14 +48,18 @@ class FileExporterConfig:
     max_files: int = 5
 
     def validate(self) -> None:
+        errors: list[ConfigError] = []
         if not self.path:
-            raise ConfigError("path", "missing path: set the file to write JSON Lines to")
+            errors.append(ConfigError("path", "missing path: set the file to write JSON Lines to"))
         if self.max_size_mib < 0:
-            raise ConfigError(
-                "max_size_mib", f"invalid value {self.max_size_mib}: use 0 (no rotation) or a size above 0"
+            errors.append(
+                ConfigError(
+                    "max_size_mib", f"invalid value {self.max_size_mib}: use 0 (no rotation) or a size above 0"
+                )
             )
         if self.max_files < 1:
-            raise ConfigError("max_files", f"invalid value {self.max_files}: use 1 or more")
+            errors.append(ConfigError("max_files", f"invalid value {self.max_files}: use 1 or more"))
+        raise_errors(errors)
 
 
 def item_line(item: Item) -> bytes:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from pipeline.component import ComponentContext, ConfigError, Exporter, Item, Snapshot
+from pipeline.config import nested_errors, raise_errors
 from pipeline.exporters import http_client as http
 from pipeline.exporters.queue import MIB, DiskQueue, PutResult, QueueConfig, QueuedItem, QueueError
 from pipeline.logs import event
@@ -76,31 +77,35 @@ class RetryConfig:
     max_elapsed_s: float = 300.0
 
     def validate(self) -> None:
+        errors: list[ConfigError] = []
         if self.initial_interval_s <= 0:
-            raise ConfigError(
-                "initial_interval_s",
-                f"invalid value {self.initial_interval_s}: use a time above 0",
+            errors.append(
+                ConfigError("initial_interval_s", f"invalid value {self.initial_interval_s}: use a time above 0")
             )
-        if self.max_interval_s < self.initial_interval_s:
-            raise ConfigError(
-                "max_interval_s",
-                f"invalid value {self.max_interval_s}: use at least initial_interval_s "
-                f"({self.initial_interval_s})",
+        elif self.max_interval_s < self.initial_interval_s:
+            errors.append(
+                ConfigError(
+                    "max_interval_s",
+                    f"invalid value {self.max_interval_s}: use at least initial_interval_s "
+                    f"({self.initial_interval_s})",
+                )
             )
         if self.multiplier < 1:
-            raise ConfigError(
-                "multiplier", f"invalid value {self.multiplier}: use 1 or more"
-            )
+            errors.append(ConfigError("multiplier", f"invalid value {self.multiplier}: use 1 or more"))
         if not 0 <= self.randomization_factor < 1:
-            raise ConfigError(
-                "randomization_factor",
-                f"invalid value {self.randomization_factor}: use a number from 0 up to (not including) 1",
+            errors.append(
+                ConfigError(
+                    "randomization_factor",
+                    f"invalid value {self.randomization_factor}: use a number from 0 up to (not including) 1",
+                )
             )
         if self.max_elapsed_s < 0:
-            raise ConfigError(
-                "max_elapsed_s",
-                f"invalid value {self.max_elapsed_s}: use 0 (no limit) or a time above 0",
+            errors.append(
+                ConfigError(
+                    "max_elapsed_s", f"invalid value {self.max_elapsed_s}: use 0 (no limit) or a time above 0"
+                )
             )
+        raise_errors(errors)
 
 
 @dataclass
@@ -120,64 +125,71 @@ class MasterExporterConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
 
     def validate(self) -> None:
-        self._validate_endpoint()
+        """Check every option and raise all errors found (ConfigErrors when there are several)."""
+        errors = self._endpoint_errors()
         if self.mode not in MODES:
-            raise ConfigError("mode", f"invalid mode {self.mode!r}: use one of {', '.join(MODES)}")
+            errors.append(ConfigError("mode", f"invalid mode {self.mode!r}: use one of {', '.join(MODES)}"))
         if self.mode == "snapshot" and not self.cluster_id:
-            raise ConfigError(
-                "cluster_id",
-                "missing cluster_id: the Master files snapshots under it (X-Cluster-ID); "
-                "set the cluster's id",
+            errors.append(
+                ConfigError(
+                    "cluster_id",
+                    "missing cluster_id: the Master files snapshots under it (X-Cluster-ID); "
+                    "set the cluster's id",
+                )
             )
         if self.compression not in COMPRESSIONS:
-            raise ConfigError(
-                "compression",
-                f"invalid compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}",
+            errors.append(
+                ConfigError(
+                    "compression",
+                    f"invalid compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}",
+                )
             )
         if self.timeout_s <= 0:
-            raise ConfigError("timeout_s", f"invalid value {self.timeout_s}: use a time above 0")
+            errors.append(ConfigError("timeout_s", f"invalid value {self.timeout_s}: use a time above 0"))
         if self.max_body_mib <= 0:
-            raise ConfigError("max_body_mib", f"invalid value {self.max_body_mib}: use a size above 0")
-        self._validate_headers()
+            errors.append(ConfigError("max_body_mib", f"invalid value {self.max_body_mib}: use a size above 0"))
+        errors += self._header_errors()
         for name in ("tls", "retry_on_failure", "queue"):
-            try:
-                getattr(self, name).validate()
-            except ConfigError as err:
-                raise ConfigError(f"{name}.{err.path}", err.message) from None
+            errors += nested_errors(name, getattr(self, name))
+        raise_errors(errors)
 
-    def _validate_endpoint(self) -> None:
+    def _endpoint_errors(self) -> list[ConfigError]:
         if not self.endpoint:
-            raise ConfigError(
-                "endpoint", "missing endpoint: set the Master's base URL, e.g. http://atlhyper-master:8080"
-            )
+            return [
+                ConfigError(
+                    "endpoint", "missing endpoint: set the Master's base URL, e.g. http://atlhyper-master:8080"
+                )
+            ]
         parts = urlsplit(self.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                "endpoint",
-                f"invalid URL {self.endpoint!r}: use http://host:port or https://host:port",
-            )
+            return [
+                ConfigError("endpoint", f"invalid URL {self.endpoint!r}: use http://host:port or https://host:port")
+            ]
         if parts.username or parts.password:
-            raise ConfigError(
-                "endpoint", "credentials in the URL are not supported: use bearer_token or headers"
-            )
+            return [ConfigError("endpoint", "credentials in the URL are not supported: use bearer_token or headers")]
         if parts.query or parts.fragment:
-            raise ConfigError(
-                "endpoint", f"invalid URL {self.endpoint!r}: remove the query or fragment"
-            )
+            return [ConfigError("endpoint", f"invalid URL {self.endpoint!r}: remove the query or fragment")]
         has_tls_options = self.tls.ca_file or self.tls.cert_file or self.tls.insecure_skip_verify
         if parts.scheme == "http" and has_tls_options:
-            raise ConfigError("tls", "tls options need an https:// endpoint")
+            return [ConfigError("tls", "tls options need an https:// endpoint")]
+        return []
 
-    def _validate_headers(self) -> None:
+    def _header_errors(self) -> list[ConfigError]:
+        errors = []
         for name, value in self.headers.items():
             if name.lower() in RESERVED_HEADERS:
-                raise ConfigError(f"headers.{name}", "the exporter sets this header itself: remove it")
-            if name.lower() == "authorization" and self.bearer_token:
-                raise ConfigError(
-                    f"headers.{name}", "set either bearer_token or an Authorization header, not both"
+                errors.append(ConfigError(f"headers.{name}", "the exporter sets this header itself: remove it"))
+            elif name.lower() == "authorization" and self.bearer_token:
+                errors.append(
+                    ConfigError(f"headers.{name}", "set either bearer_token or an Authorization header, not both")
                 )
-            if not name or any(c in name for c in " :\r\n") or any(c in str(value) for c in "\r\n"):
-                raise ConfigError(f"headers.{name}", "invalid header: names need no spaces or colons, values no line breaks")
+            elif not name or any(c in name for c in " :\r\n") or any(c in str(value) for c in "\r\n"):
+                errors.append(
+                    ConfigError(
+                        f"headers.{name}", "invalid header: names need no spaces or colons, values no line breaks"
+                    )
+                )
+        return errors
 
     @property
     def max_body_bytes(self) -> int:

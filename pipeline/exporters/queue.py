@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from pipeline.component import ConfigError
+from pipeline.config import raise_errors
 from pipeline.logs import event
 
 try:
@@ -85,22 +86,26 @@ class QueueConfig:
     synchronous: str = "normal"
 
     def validate(self) -> None:
+        errors: list[ConfigError] = []
         if self.max_items < 1:
-            raise ConfigError("max_items", f"invalid value {self.max_items}: use 1 or more")
+            errors.append(ConfigError("max_items", f"invalid value {self.max_items}: use 1 or more"))
         if self.max_size_mib <= 0:
-            raise ConfigError(
-                "max_size_mib", f"invalid value {self.max_size_mib}: use a size above 0"
-            )
+            errors.append(ConfigError("max_size_mib", f"invalid value {self.max_size_mib}: use a size above 0"))
         if self.when_full not in WHEN_FULL_POLICIES:
-            raise ConfigError(
-                "when_full",
-                f"invalid policy {self.when_full!r}: use one of {', '.join(WHEN_FULL_POLICIES)}",
+            errors.append(
+                ConfigError(
+                    "when_full",
+                    f"invalid policy {self.when_full!r}: use one of {', '.join(WHEN_FULL_POLICIES)}",
+                )
             )
         if self.synchronous not in SYNCHRONOUS_MODES:
-            raise ConfigError(
-                "synchronous",
-                f"invalid mode {self.synchronous!r}: use one of {', '.join(SYNCHRONOUS_MODES)}",
+            errors.append(
+                ConfigError(
+                    "synchronous",
+                    f"invalid mode {self.synchronous!r}: use one of {', '.join(SYNCHRONOUS_MODES)}",
+                )
             )
+        raise_errors(errors)
 
 
 @dataclass(slots=True)
