@@ -44,6 +44,7 @@ def run_stages(bodies: list[bytes]) -> tuple[int, dict[str, float]]:
     ]
     for processor in processors:
         processor.start()
+
     seconds = dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter
     points = 0
@@ -63,6 +64,7 @@ def run_stages(bodies: list[bytes]) -> tuple[int, dict[str, float]]:
             items = processor.process(items, now)
             seconds[stage] += clock() - started
         now += INTERVAL_NS
+
     started = clock()
     processors[-1].shutdown()
     seconds["node_snapshot"] += clock() - started

@@ -15,9 +15,9 @@ are shared between points and scrapes, so nothing may modify them. A
 metric's ``metadata`` is read the same way, through a cache of the
 ``prometheus.type`` value by the metadata's bytes.
 
-A sample has about 4 points per metric, so the per-metric steps cost as
-much as the per-point loop: ``Metric`` is built once, with positional
-arguments, after its columns are filled.
+A node_exporter scrape has about 4 points per metric, so the steps done
+once per metric are a large share of the cost too. That is why ``Metric``
+is built once, with positional arguments, after its columns are filled.
 """
 
 from __future__ import annotations
@@ -275,6 +275,7 @@ def _number_points(dps, result: DecodeResult) -> tuple[list, list, list]:
     values_col: list[float | None] = []
     cache_get = _attribute_cache.get
     missing_time = bad_attrs = 0
+
     for dp in dps:
         t = dp.time_unix_nano
         if not t:
@@ -303,6 +304,7 @@ def _number_points(dps, result: DecodeResult) -> tuple[list, list, list]:
             elif which is None:
                 value = None
         values_col.append(value)
+
     if missing_time:
         result.reject("time_unix_nano is 0", missing_time)
     if bad_attrs:
