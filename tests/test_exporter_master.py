@@ -279,6 +279,64 @@ def test_400_batch_resent_one_by_one(tmp_path, stub, exporters, caplog):
     assert exporter.telemetry.get("otelsnap_exporter_sent_snapshots") == 2
 
 
+@pytest.mark.parametrize("status", [401, 403, 404, 405])
+def test_endpoint_status_drops_batch_whole(status, tmp_path, stub, exporters, caplog):
+    port = free_port()
+    exporter = exporters(make_exporter(tmp_path, f"http://127.0.0.1:{port}"))
+    exporter.export([snap("desk-zero"), snap("desk-one"), snap("desk-two")], T0)
+    master = stub(port, replies=[Reply(status, body=b"missing or wrong bearer token") for _ in range(10)])
+
+    assert master.wait_for(1)
+    assert wait_until(lambda: len(exporter.queue) == 0)
+    exporter.export([snap("desk-zero", 1), snap("raspi-one", 1)], T0 + SCRAPE_NS)
+    assert master.wait_for(2)
+    assert wait_until(lambda: len(exporter.queue) == 0)
+    time.sleep(0.2)
+
+    assert [list(r.body["node_metrics"]) for r in master.received] == [
+        ["desk-zero", "desk-one", "desk-two"],
+        ["desk-zero", "raspi-one"],
+    ]
+    assert exporter.telemetry.get(
+        "otelsnap_exporter_failed_snapshots", exporter="master", reason="rejected", status=str(status)
+    ) == 5
+    assert exporter.telemetry.get("otelsnap_exporter_sent_snapshots") == 0
+    rejected = events(caplog, "export_rejected")
+    assert len(rejected) == 1  # the second batch falls in the 30 s window
+    assert rejected[0]["status"] == status
+    assert rejected[0]["snapshots"] == 3
+    assert rejected[0]["nodes"] == "desk-zero,desk-one,desk-two"
+    assert rejected[0]["response"] == "missing or wrong bearer token"
+    assert events(caplog, "export_rejected_batch") == []
+
+
+def test_endpoint_status_ends_isolation(tmp_path, stub, exporters, caplog):
+    port = free_port()
+    exporter = exporters(make_exporter(tmp_path, f"http://127.0.0.1:{port}"))
+    exporter.export([snap("desk-zero"), snap("desk-one"), snap("desk-two")], T0)
+    master = stub(port, replies=[Reply(400), Reply(401)])
+
+    assert master.wait_for(2)
+    assert wait_until(lambda: len(exporter.queue) == 0)
+    time.sleep(0.2)
+    # After the 401 the rest leaves as one request again, and the Master takes it.
+    assert [list(r.body["node_metrics"]) for r in master.received] == [
+        ["desk-zero", "desk-one", "desk-two"],
+        ["desk-zero"],
+        ["desk-one", "desk-two"],
+    ]
+    assert exporter.telemetry.get("otelsnap_exporter_failed_snapshots", exporter="master", reason="rejected", status="401") == 1
+    assert exporter.telemetry.get("otelsnap_exporter_sent_snapshots") == 2
+
+
+def test_node_list_names_five():
+    from pipeline.exporters.master import _node_list
+    from pipeline.exporters.queue import QueuedItem
+
+    rows = [QueuedItem("node", f"node-{i}", T0, b"{}") for i in (1, 2, 2, 3, 4, 5, 6, 7)]
+    assert _node_list(rows) == "node-1,node-2,node-3,node-4,node-5 (+2 more)"
+
+
 def test_server_errors_expire(tmp_path, stub, exporters, caplog):
     master = stub(replies=[Reply(500, body=b"panic") for _ in range(100)])
     exporter = exporters(make_exporter(tmp_path, master.url, retry={"max_elapsed_s": 0.3}))

@@ -18,7 +18,10 @@ Modes:
 Retries: connection errors, timeouts, 429 and 5xx are retried with
 exponential backoff and jitter; 429 and 503 honour Retry-After. Other
 responses (4xx) are permanent: logged with the response body, counted, and
-the queue moves on.
+the queue moves on. A status about the endpoint or the credentials (401,
+403, 404, 405, 407, 410, 3xx) drops the whole request's snapshots; other
+permanent statuses resend a rejected request's snapshots one by one, so only
+the bodies the Master rejects are dropped.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ MAX_BATCH_ROWS = 1024
 # Headers the exporter sets itself; a configured header may not replace them.
 RESERVED_HEADERS = frozenset(("content-type", "content-encoding", "content-length", "host"))
 _FETCHED_AT_LEN = len("2006-01-02T15:04:05.000Z")
+# Permanent statuses about the endpoint, the method or the credentials, not
+# about one body (redirects too, since none is followed). The Master would
+# reject every snapshot the same way, so a rejected batch is dropped whole
+# instead of being resent one snapshot per request.
+ENDPOINT_REJECT_STATUSES = frozenset((401, 403, 404, 405, 407, 410))
+REJECTED_LOG_EVERY_S = 30.0
+# Nodes named in a log line about many snapshots.
+MAX_LOGGED_NODES = 5
 
 
 @dataclass
@@ -524,7 +535,15 @@ class MasterExporter(Exporter):
         self._attempt = 0
 
     def _rejected(self, batch: list[QueuedItem], result: http.SendResult) -> None:
-        """Handle a permanent failure: isolate a multi-item batch, else drop the item."""
+        """Handle a permanent failure: isolate a multi-item batch, else drop the item.
+
+        A status about the endpoint or the credentials drops the whole batch
+        at once, because resending its snapshots one by one would only
+        multiply the same rejection.
+        """
+        if rejects_endpoint(result.status):
+            self._rejected_batch(batch, result)
+            return
         if len(batch) > 1:
             # One bad snapshot must not take its neighbours down: send each
             # of these rows alone to find which ones the Master rejects.
@@ -543,6 +562,30 @@ class MasterExporter(Exporter):
         event(
             self.log, "export_rejected", logging.ERROR, exporter=self.id, endpoint=self.url,
             status=result.status, node=row.key, kind=row.kind, response=result.response_excerpt,
+        )  # fmt: skip
+        self._update_queue_gauges()
+        self._attempt = 0
+
+    def _rejected_batch(self, batch: list[QueuedItem], result: http.SendResult) -> None:
+        """Drop a batch the Master rejected for its endpoint or credentials; log once per status and 30 s."""
+        self._queue.remove([row.seq for row in batch])
+        for row in batch:
+            self._first_server_error.pop(row.seq, None)
+        # The status says nothing about single bodies, so stop isolating them.
+        self._isolate_through_seq = 0
+        self.telemetry.add(
+            "otelsnap_exporter_failed_snapshots", len(batch), exporter=self.id, reason="rejected",
+            status=str(result.status),
+        )  # fmt: skip
+        hint = (
+            "check bearer_token and headers"
+            if result.status in (401, 403, 407)
+            else "check endpoint and mode: the Master does not serve this URL"
+        )
+        event(
+            self.log, "export_rejected", logging.ERROR, every_s=REJECTED_LOG_EVERY_S, key=result.status,
+            exporter=self.id, endpoint=self.url, status=result.status, snapshots=len(batch),
+            nodes=_node_list(batch), response=result.response_excerpt, action="dropped", hint=hint,
         )  # fmt: skip
         self._update_queue_gauges()
         self._attempt = 0
@@ -640,6 +683,19 @@ class MasterExporter(Exporter):
     def _update_queue_gauges(self) -> None:
         self.telemetry.set("otelsnap_exporter_queue_size", len(self._queue), exporter=self.id)
         self.telemetry.set("otelsnap_exporter_queue_bytes", self._queue.size_bytes, exporter=self.id)
+
+
+def rejects_endpoint(status: int) -> bool:
+    """Tell whether a permanent status is about the endpoint or credentials rather than one body."""
+    return 300 <= status < 400 or status in ENDPOINT_REJECT_STATUSES
+
+
+def _node_list(rows: list[QueuedItem]) -> str:
+    """Name up to MAX_LOGGED_NODES distinct keys of ``rows``, with a count of the rest."""
+    keys = list(dict.fromkeys(row.key for row in rows))
+    shown = ",".join(keys[:MAX_LOGGED_NODES])
+    more = len(keys) - MAX_LOGGED_NODES
+    return f"{shown} (+{more} more)" if more > 0 else shown
 
 
 def _unstored(evicted: list[QueuedItem]) -> int:
