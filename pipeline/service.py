@@ -483,6 +483,7 @@ class Service:
             queue_drained=drained,
             refused_requests=self.telemetry.get("otelsnap_service_refused_requests"),
             dropped_points=self.telemetry.get("otelsnap_service_dropped_points"),
+            dropped_snapshots=self.telemetry.get("otelsnap_exporter_dropped_snapshots"),
         )
 
     def _stop_worker(self, deadline: float) -> bool:

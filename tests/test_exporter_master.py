@@ -668,6 +668,32 @@ def test_in_memory_queue_delivers(tmp_path, stub, exporters):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_in_memory_queue_loss_counted_at_shutdown(tmp_path, caplog):
+    exporter = make_exporter(tmp_path, f"http://127.0.0.1:{free_port()}", queue={"directory": ""})
+    exporter.start()
+    lost = [snap(name) for name in NODES] + [snap(NODES[0], 1)]
+    exporter.export(lost, T0)
+    exporter.shutdown(timeout_s=0.2)
+
+    assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots", exporter="master", reason="shutdown") == 7
+    (event,) = events(caplog, "snapshots_lost")
+    assert event["snapshots"] == 7
+    assert len(NODES) == 6
+    assert event["nodes"] == ",".join(NODES[:5]) + " (+1 more)"
+    (stopped,) = events(caplog, "exporter_stopped")
+    assert stopped["queued"] == 7
+    assert stopped["persisted"] is False
+
+
+def test_persistent_queue_loses_nothing_at_shutdown(tmp_path, caplog):
+    exporter = make_exporter(tmp_path, f"http://127.0.0.1:{free_port()}")
+    exporter.start()
+    exporter.export([snap(NODES[0])], T0)
+    exporter.shutdown(timeout_s=0.2)
+    assert exporter.telemetry.get("otelsnap_exporter_dropped_snapshots") == 0
+    assert events(caplog, "snapshots_lost") == []
+
+
 # --- auth and TLS ------------------------------------------------------------
 
 

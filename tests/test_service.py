@@ -534,6 +534,43 @@ def test_master_queue_full_rejects(running, tmp_path):
         assert db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 6
 
 
+def test_stop_counts_in_memory_queue_loss(running, caplog):
+    caplog.set_level(logging.INFO)
+    text = (
+        default_config_text()
+        .replace("127.0.0.1:4317", "127.0.0.1:0")
+        .replace("127.0.0.1:4318", "127.0.0.1:0")
+        .replace("endpoint: 127.0.0.1:8888", 'endpoint: ""')
+        .replace(
+            "  stdout:\n",
+            f"""  master:
+    endpoint: http://127.0.0.1:{free_port()}
+    cluster_id: test
+    queue:
+      directory: ""
+""",
+        )
+        .replace("exporters: [stdout]", "exporters: [master]")
+        .replace("  node_snapshot:\n", "  node_snapshot:\n    scrape_wait_s: 0\n", 1)
+    )
+    service = running(text)
+    channel, call = export_call(service.receivers["otlp"].grpc_port)
+    with channel:
+        call(six_node_body(T0), timeout=5)
+    wait_until(
+        lambda: service.telemetry.get("otelsnap_exporter_enqueued_snapshots") == 6, what="six queued snapshots"
+    )
+    service.stop(timeout_s=0.5)
+
+    assert service.telemetry.get("otelsnap_exporter_dropped_snapshots", exporter="master", reason="shutdown") == 6
+    fields = [getattr(r, "event_fields", {}) for r in caplog.records]
+    (lost,) = [f for f in fields if f.get("event") == "snapshots_lost"]
+    assert lost["snapshots"] == 6
+    assert lost["nodes"].endswith(" (+1 more)")
+    (stopped,) = [f for f in fields if f.get("event") == "service_stopped"]
+    assert stopped["dropped_snapshots"] == 6
+
+
 def test_master_block_delivers_every_accepted_scrape(running, tmp_path):
     # The real master exporter under the block policy while the Master is
     # down, with max_items 8 and six nodes. The first scrape leaves room, so

@@ -308,6 +308,8 @@ class MasterExporter(Exporter):
             if self._thread.is_alive():
                 event(self.log, "sender_still_running", logging.WARNING, exporter=self.id)
         remaining = len(self._queue)
+        if remaining and not self._queue.persistent:
+            self._report_lost_at_shutdown(remaining)
         self._queue.close()
         if self._pool is not None:
             self._pool.clear()
@@ -318,6 +320,17 @@ class MasterExporter(Exporter):
             queued=remaining,
             persisted=self._queue.persistent if remaining else None,
         )
+
+    def _report_lost_at_shutdown(self, remaining: int) -> None:
+        """Count and log the snapshots an in-memory queue loses when the exporter stops."""
+        keys, total = self._queue.keys(MAX_LOGGED_NODES)
+        nodes = ",".join(keys) + (f" (+{total - len(keys)} more)" if total > len(keys) else "")
+        self._count_dropped(remaining, "shutdown")
+        event(
+            self.log, "snapshots_lost", logging.WARNING, exporter=self.id, snapshots=remaining, nodes=nodes,
+            reason="shutdown with an in-memory queue",
+            hint="set queue.directory to a volume that survives restarts to keep them",
+        )  # fmt: skip
 
     @property
     def accepting(self) -> bool:

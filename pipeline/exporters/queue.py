@@ -428,6 +428,19 @@ class DiskQueue:
             cursor.close()
         return out
 
+    def keys(self, limit: int) -> tuple[list[str], int]:
+        """Return up to ``limit`` distinct keys in queue order, and the number of distinct keys."""
+        with self._lock:
+            db = self._require_open()
+            shown = [
+                key
+                for (key,) in db.execute(
+                    "SELECT key FROM snapshots GROUP BY key ORDER BY min(seq) LIMIT ?", (limit,)
+                )
+            ]
+            (total,) = db.execute("SELECT count(DISTINCT key) FROM snapshots").fetchone()
+        return shown, int(total)
+
     def remove(self, seqs: list[int]) -> int:
         """Delete the rows with these ``seq`` values; return how many existed."""
         if not seqs:
