@@ -215,6 +215,11 @@ class DeviceRule:
         self._include = compile_patterns(include)
         self._exclude = compile_patterns(exclude)
         self.decisions: dict[str, bool] = {}
+        # The last attribute column and its mask. The metrics of one family
+        # (the node_network_* metrics of a node) usually carry the same
+        # attribute dicts in the same order, so the mask is computed once.
+        self.last_attrs: list[dict[str, str]] | None = None
+        self.last_mask: list[bool] = []
 
     def keeps(self, device: str) -> bool:
         if self._include is not None and not self._include.match(device):
@@ -507,14 +512,22 @@ _device_of = itemgetter("device")
 
 
 def _device_mask(attrs: list[dict[str, str]], rule: DeviceRule) -> list[bool]:
+    """Return the keep-mask of an attribute column; callers must not modify it."""
+    # List equality compares the dicts by identity first, so a repeated
+    # column costs one pass in C. Decisions depend only on the device value.
+    if attrs == rule.last_attrs:
+        return rule.last_mask
     decisions = rule.decisions
     try:
         # The usual case, without a Python-level loop: every point has a
         # device attribute and every device was decided before.
-        return list(map(decisions.__getitem__, map(_device_of, attrs)))
+        mask = list(map(decisions.__getitem__, map(_device_of, attrs)))
     except KeyError:
         rule.fill({a.get("device", "") for a in attrs})
-        return [decisions[a.get("device", "")] for a in attrs]
+        mask = [decisions[a.get("device", "")] for a in attrs]
+    rule.last_attrs = list(attrs)  # a copy, so the memo cannot change under us
+    rule.last_mask = mask
+    return mask
 
 
 def keep_points(metric: Metric, mask: list[bool]) -> None:
