@@ -255,18 +255,63 @@ def _truncate_partial_line(path: str) -> None:
 
 
 class StdoutExporter(_JsonLinesExporter):
-    """Write JSON Lines to standard output, flushed after every batch."""
+    """Write JSON Lines to standard output, flushed after every batch.
+
+    When the reader of standard output exits (``otelsnap replay rec | head``),
+    the exporter logs ``stdout_closed`` once at info level and counts the
+    lines of that and every later batch as dropped, without writing them.
+    """
 
     type_name = "stdout"
     Config = EmptyConfig
 
+    def __init__(self, config, context: ComponentContext) -> None:
+        super().__init__(config, context)
+        self._stdout_closed = False
+
     def _write(self, lines: list[bytes]) -> int:
+        if self._stdout_closed:
+            self._count_closed(len(lines))
+            return 0
         # sys.stdout is looked up on every call so redirection works.
         out = sys.stdout
-        out.write(b"".join(lines).decode("utf-8"))
-        out.flush()
+        try:
+            out.write(b"".join(lines).decode("utf-8"))
+            out.flush()
+        except BrokenPipeError:
+            # NOTE: part of the batch may have reached the reader before the
+            # pipe closed; the whole batch is counted as dropped.
+            self._stdout_closed = True
+            _point_stdout_at_devnull()
+            self._count_closed(len(lines))
+            event(
+                self.log, "stdout_closed", logging.INFO, exporter=self.id,
+                hint="the reader of standard output exited; later lines are dropped",
+            )  # fmt: skip
+            return 0
         return len(lines)
+
+    def _count_closed(self, lines: int) -> None:
+        self.telemetry.add("otelsnap_exporter_dropped_lines", lines, exporter=self.id, reason="stdout_closed")
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         with self._lock:
-            sys.stdout.flush()
+            if self._stdout_closed:
+                return
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self._stdout_closed = True
+                _point_stdout_at_devnull()
+
+
+def _point_stdout_at_devnull() -> None:
+    """Send later writes to standard output to /dev/null, so Python's flush at exit does not fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass  # a replaced sys.stdout without a file descriptor (tests)
