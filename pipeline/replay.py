@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -540,7 +541,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--expect", metavar="GOLDEN", help="compare the produced snapshots with this JSON Lines file")
     parser.add_argument(
-        "--tolerance", type=float, default=1e-9,
+        "--tolerance", type=_tolerance, default=1e-9,
         help="relative tolerance for floats in --expect (absolute below magnitude 1; default: 1e-9)",
     )
     parser.add_argument("--target", metavar="ADDR", help="send to a running receiver at host:port instead")
@@ -568,6 +569,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
         help="log level of the pipelines' key=value logs on stderr (default: warning)",
     )
+
+
+def _tolerance(text: str) -> float:
+    """Parse --tolerance: a finite number of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"invalid tolerance {text!r}: use a number of 0 or more, for example 1e-9")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:

@@ -180,6 +180,16 @@ def test_expect_tolerance_is_relative(tmp_path):
     assert run_replay([str(SIX_NODES_REC), "--expect", str(golden), "--tolerance", "1e-6"]) == 0
 
 
+@pytest.mark.parametrize("tolerance", ["-1", "nan", "inf", "tight"])
+def test_expect_invalid_tolerance_is_usage_error(tolerance, capsys):
+    with pytest.raises(SystemExit) as caught:
+        run_replay([str(SIX_NODES_REC), "--expect", "golden.jsonl", "--tolerance", tolerance])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: argument --tolerance: invalid tolerance '{tolerance}': use a number of 0 or more, for example 1e-9\n"
+    )
+
+
 def test_expect_int_versus_float_is_a_difference(tmp_path, capsys):
     golden = write_golden(tmp_path)
     edit_golden(golden, "raspi-zero", SECOND, lambda b: b.update(uptime=float(b["uptime"])))
