@@ -40,6 +40,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
+from pipeline import promtext
 from pipeline.promtext import Exposition
 
 SCOPE_NAME = "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
@@ -55,19 +56,8 @@ NODE_EXPORTER_TYPES: tuple[tuple[str, str], ...] = (
     ("*", "gauge"),
 )
 
-# Type names a "# TYPE" line or a type table may use. "untyped" (text
-# format 0.0.4) is the same as "unknown" (OpenMetrics).
-PROMETHEUS_TYPES = (
-    "counter",
-    "gauge",
-    "histogram",
-    "summary",
-    "unknown",
-    "untyped",
-    "info",
-    "stateset",
-    "gaugehistogram",
-)
+# Type names a "# TYPE" line or a type table may use.
+PROMETHEUS_TYPES = promtext.TYPES
 
 START_TIME_MODES = ("zero", "first_point")
 

@@ -38,6 +38,10 @@ from pipeline.convert import (
 from pipeline.recording import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, RecordingWriter
 
 _UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+# A Unix time after 2200-01-01T00:00:00Z is taken as a number in the wrong
+# unit (milliseconds read as seconds), not as a real scrape time.
+LATEST_SCRAPE_NS = 7_258_118_400 * 1_000_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -67,9 +71,16 @@ def parse_time_ns(text: str, previous_ns: int | None = None, number_unit: str = 
             raise TimeSpecError(f"relative time {text!r} needs an absolute time on an earlier scrape")
         return previous_ns + parse_duration_ns(text[1:])
     try:
-        return int(Decimal(text) * _UNITS_NS[number_unit])
+        number = Decimal(text)
     except InvalidOperation:
-        pass
+        number = None
+    if number is not None:
+        if not number.is_finite():
+            raise TimeSpecError(f"invalid time {text!r}: use a finite Unix time, RFC 3339 or +DURATION")
+        time_ns = int(number * _UNITS_NS[number_unit])
+        if time_ns > LATEST_SCRAPE_NS:
+            raise TimeSpecError(_implausible_time(text, number, number_unit))
+        return time_ns
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -80,6 +91,16 @@ def parse_time_ns(text: str, previous_ns: int | None = None, number_unit: str = 
         raise TimeSpecError(f"invalid time {text!r}: add a time zone, e.g. Z for UTC")
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _implausible_time(text: str, number: Decimal, number_unit: str) -> str:
+    """Explain a Unix time after the year 2200 and name the unit it probably has."""
+    message = f"time {text} is after the year 2200 as Unix {_UNIT_NAMES[number_unit]}"
+    finer = list(_UNIT_NAMES)[list(_UNIT_NAMES).index(number_unit) + 1:]
+    for unit in finer:
+        if number * _UNITS_NS[unit] <= LATEST_SCRAPE_NS:
+            return f"{message}; it looks like {_UNIT_NAMES[unit]}: use --time-unit {unit}"
+    return f"{message}; check the number"
 
 
 def format_time_ns(time_ns: int) -> str:
@@ -250,6 +271,7 @@ def _write_recording(
                 exposition = promtext.parse(_read_text(scrape.path))
             except promtext.ExpositionError as exc:
                 raise ValueError(f"{scrape.path}: {exc}") from None
+            summary.warnings.extend(f"{scrape.path}: {warning}" for warning in exposition.warnings)
             request = converter.convert(exposition, scrape.time_ns)
             if json_body:
                 body = json_format.MessageToJson(request, indent=None).encode()
@@ -264,7 +286,7 @@ def _write_recording(
                 )
                 for sm in rm.scope_metrics:
                     summary.metric_names.update(m.name for m in sm.metrics)
-    summary.warnings = converter.warnings
+    summary.warnings.extend(converter.warnings)
     return summary
 
 

@@ -3,6 +3,10 @@
 Used only off the hot path: by ``otelsnap convert`` and by tests that start
 from real node_exporter text. Returns samples in file order plus the
 ``# TYPE`` / ``# HELP`` / ``# UNIT`` metadata per family.
+
+A sample that repeats an earlier one (same name, labels and timestamp) is
+left out with a warning naming both lines. The first one is kept, as
+Prometheus keeps the first sample it stores for a series and timestamp.
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ class Exposition:
     types: dict[str, str] = field(default_factory=dict)
     helps: dict[str, str] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    # Problems that did not stop parsing, each naming its line.
+    warnings: list[str] = field(default_factory=list)
+
+
+# Type names a "# TYPE" line may use. "untyped" (text format 0.0.4) is the
+# same as "unknown" (OpenMetrics).
+TYPES = (
+    "counter",
+    "gauge",
+    "histogram",
+    "summary",
+    "unknown",
+    "untyped",
+    "info",
+    "stateset",
+    "gaugehistogram",
+)
 
 
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
@@ -62,6 +83,8 @@ def _parse_labels(line: str, pos: int, lineno: int) -> tuple[dict[str, str], int
             return labels, pos + 1
         eq = line.find("=", pos)
         if eq < 0:
+            if line.find("}", pos) < 0:
+                raise ExpositionError(lineno, line, "label set is not closed: add '}' after the last label")
             raise ExpositionError(lineno, line, "label without '='")
         name = line[pos:eq].strip()
         pos = eq + 1
@@ -88,12 +111,13 @@ def _parse_labels(line: str, pos: int, lineno: int) -> tuple[dict[str, str], int
 def parse(text: str) -> Exposition:
     """Parse exposition text into samples and family metadata."""
     out = Exposition()
+    first_lines: dict[tuple, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
         if line.startswith("#"):
-            _parse_comment(line, out)
+            _parse_comment(line, out, lineno)
             continue
         brace = line.find("{")
         space = line.find(" ")
@@ -111,18 +135,37 @@ def parse(text: str) -> Exposition:
             ts = int(rest[1]) if len(rest) > 1 else None
         except ValueError as exc:
             raise ExpositionError(lineno, line, f"invalid number ({exc})") from None
+        identity = (name, tuple(sorted(labels.items())), ts)
+        first = first_lines.setdefault(identity, lineno)
+        if first != lineno:
+            out.warnings.append(
+                f"line {lineno}: duplicate sample of {name}{_render_labels(labels)} "
+                f"(first on line {first}); kept the first"
+            )
+            continue
         out.samples.append(Sample(name, labels, value, ts))
     return out
 
 
-def _parse_comment(line: str, out: Exposition) -> None:
+def _render_labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _parse_comment(line: str, out: Exposition, lineno: int) -> None:
     parts = line[1:].strip().split(None, 2)
     if len(parts) < 2:
         return
     keyword, family = parts[0], parts[1]
     rest = parts[2] if len(parts) > 2 else ""
     if keyword == "TYPE":
-        out.types[family] = rest.strip()
+        declared = rest.strip()
+        if declared not in TYPES:
+            raise ExpositionError(
+                lineno, line, f"unknown type {declared!r} for {family}; use one of {', '.join(TYPES)}"
+            )
+        out.types[family] = declared
     elif keyword == "HELP":
         out.helps[family] = rest
     elif keyword == "UNIT":

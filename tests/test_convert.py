@@ -541,3 +541,75 @@ def test_cli_new_out_gets_umask_mode(tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
     assert [r.received_ns for r in read_recording(out)] == [T0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.otlprec.gz"]
+
+
+@pytest.mark.parametrize(
+    "time, unit, message",
+    [
+        ("1766397600000", "s", "time 1766397600000 is after the year 2200 as Unix seconds; "
+         "it looks like milliseconds: use --time-unit ms"),
+        ("1766397600000000", "ms", "time 1766397600000000 is after the year 2200 as Unix milliseconds; "
+         "it looks like microseconds: use --time-unit us"),
+        ("1766397600000000000000", "s", "time 1766397600000000000000 is after the year 2200 as Unix seconds; "
+         "check the number"),
+    ],
+)
+def test_cli_implausible_time_names_unit(time, unit, message, tmp_path, capsys):
+    out = tmp_path / "rec.otlprec"
+    assert run_convert(["--out", str(out), "--time-unit", unit, f"{SIX_NODES}@{time}"]) == 1
+    assert capsys.readouterr().err == f"otelsnap convert: {message}\n"
+    assert not out.exists()
+
+
+def test_time_in_2199_is_accepted():
+    # 2199-12-31T23:59:59Z, the last second before the limit.
+    assert convert_cli.parse_time_ns("7258118399") == 7_258_118_399 * 10**9
+
+
+# --- exposition text errors (invented one-line expositions) --------------------
+
+
+def test_unknown_type_names_line():
+    with pytest.raises(promtext.ExpositionError) as caught:
+        promtext.parse("x 1\n# TYPE x counterx\n")
+    assert str(caught.value) == (
+        "line 2: unknown type 'counterx' for x; use one of counter, gauge, histogram, summary, "
+        "unknown, untyped, info, stateset, gaugehistogram: '# TYPE x counterx'"
+    )
+
+
+def test_unclosed_label_set_names_fix():
+    with pytest.raises(promtext.ExpositionError) as caught:
+        promtext.parse('ok 1\nbroken{a="x" 2\n')
+    assert str(caught.value) == (
+        "line 2: label set is not closed: add '}' after the last label: 'broken{a=\"x\" 2'"
+    )
+    with pytest.raises(promtext.ExpositionError) as caught:
+        promtext.parse("m{a} 1\n")
+    assert str(caught.value) == "line 1: label without '=': 'm{a} 1'"
+
+
+def test_duplicate_sample_keeps_first():
+    exposition = promtext.parse('a{x="1"} 1\nb 5\na{x="1"} 2\na{x="2"} 3\na{x="1"} 4 1000\n')
+    assert [(s.name, s.labels, s.value, s.timestamp_ms) for s in exposition.samples] == [
+        ("a", {"x": "1"}, 1.0, None),
+        ("b", {}, 5.0, None),
+        ("a", {"x": "2"}, 3.0, None),
+        ("a", {"x": "1"}, 4.0, 1000),
+    ]
+    assert exposition.warnings == ['line 3: duplicate sample of a{x="1"} (first on line 1); kept the first']
+
+
+def test_cli_warns_on_duplicate_sample(tmp_path, capsys):
+    scrape = tmp_path / "dup.prom"
+    scrape.write_text('# TYPE up gauge\nup{job="n"} 1\nup{job="n"} 0\n')
+    out = tmp_path / "rec.otlprec"
+    assert run_convert(["--out", str(out), "--instance", "127.0.0.1:9100", f"{scrape}@{T0 // 10**9}"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        f'otelsnap convert: warning: {scrape}: line 3: duplicate sample of up{{job="n"}} '
+        "(first on line 2); kept the first"
+    )
+    (record,) = read_recording(out)
+    (rm,) = record.decode().batch
+    assert [(m.name, m.values) for m in rm.metrics] == [("up", [1.0])]
