@@ -190,6 +190,10 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"otelsnap inspect: cannot read {args.recording}: {exc}", file=sys.stderr)
         return 1
+    if stats.error is not None and stats.requests == 0:
+        # Nothing was read (not a recording, or damaged from the first record): no empty tables.
+        print(f"otelsnap inspect: {args.recording}: {stats.error}", file=sys.stderr)
+        return 1
     if args.json:
         sys.stdout.buffer.write(render_json(args.recording, stats) + b"\n")
     else:

@@ -316,6 +316,19 @@ def test_inspect_truncated_reports_records_read(tmp_path, capsys):
     assert "byte offset" in captured.err
 
 
+@pytest.mark.parametrize("json_output", [False, True])
+def test_inspect_not_a_recording_prints_no_tables(tmp_path, capsys, json_output):
+    path = tmp_path / "notes.txt"
+    path.write_text("node_load1 0.5\n")
+    assert run_inspect([str(path), *(["--json"] if json_output else [])]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"otelsnap inspect: {path}: byte offset 0: not an OTLP recording: "
+        "the file does not start with b'OTLPREC\\n'\n"
+    )
+
+
 # --- the committed test data -------------------------------------------------
 
 
