@@ -149,7 +149,7 @@ def test_snapshot_request_shape(tmp_path, stub, exporters):
     assert isinstance(system["filefd_maximum"], int)
     assert body["node_metrics"]["desk-zero"]["memory"]["total"] == 33528840192
     assert exporter.telemetry.get("otelsnap_exporter_sent_snapshots") == 6
-    assert exporter.telemetry.get("otelsnap_exporter_send_latency_seconds_count") == 1
+    assert exporter.telemetry.get("otelsnap_exporter_sends") == 1
 
 
 def test_slo_data_only_with_slo_snapshot(tmp_path, stub, exporters):

@@ -743,6 +743,40 @@ def test_own_metrics_endpoint(running):
     assert re.search(r"^otelsnap_service_queue_capacity\S* 64\.0$", body, re.MULTILINE), body[:2000]
 
 
+def test_own_metrics_send_counters_named(running):
+    master = MasterStub().start()
+    try:
+        text = (
+            default_config_text()
+            .replace("127.0.0.1:4317", "127.0.0.1:0")
+            .replace("127.0.0.1:4318", "127.0.0.1:0")
+            .replace("endpoint: 127.0.0.1:8888", "endpoint: 127.0.0.1:0")
+            .replace("  stdout:\n", f"  master:\n    endpoint: {master.url}\n    cluster_id: test\n    queue:\n      directory: \"\"\n")
+            .replace("exporters: [stdout]", "exporters: [master]")
+            .replace("  node_snapshot:\n", "  node_snapshot:\n    scrape_wait_s: 0\n", 1)
+        )
+        service = running(text)
+        channel, call = export_call(service.receivers["otlp"].grpc_port)
+        with channel:
+            call(six_node_body(T0), timeout=5)
+        wait_until(lambda: service.telemetry.get("otelsnap_exporter_sent_snapshots") == 6, what="six sent snapshots")
+        url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        master.stop()
+    sends = re.search(r"^otelsnap_exporter_sends_total\{(.*)\} (\S+)$", body, re.MULTILINE)
+    assert sends is not None, body[:3000]
+    assert 'exporter="master"' in sends.group(1)
+    assert float(sends.group(2)) == 1
+    duration = re.search(r"^otelsnap_exporter_send_duration_seconds_total\{(.*)\} (\S+)$", body, re.MULTILINE)
+    assert duration is not None, body[:3000]
+    assert 'exporter="master"' in duration.group(1)
+    assert float(duration.group(2)) > 0
+    assert "_sum_total" not in body
+    assert "_count_total" not in body
+
+
 def test_default_pipeline_builds_snapshots(running, tmp_path):
     out = tmp_path / "snapshots.jsonl"
     text = (

@@ -453,8 +453,8 @@ class MasterExporter(Exporter):
             for seq in [s for s in self._first_server_error if s < batch[0].seq]:
                 del self._first_server_error[seq]
         result = http.post(self._pool, self.url, self._payload(batch), self._headers, self._request_timeout())
-        self.telemetry.add("otelsnap_exporter_send_latency_seconds_sum", result.latency_s, exporter=self.id)
-        self.telemetry.add("otelsnap_exporter_send_latency_seconds_count", 1, exporter=self.id)
+        self.telemetry.add("otelsnap_exporter_send_duration_seconds", result.latency_s, exporter=self.id)
+        self.telemetry.add("otelsnap_exporter_sends", 1, exporter=self.id)
         if result.outcome == http.DELIVERED:
             self._delivered(batch)
             return True
