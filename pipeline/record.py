@@ -6,10 +6,12 @@
 Point a collector's otlp exporter at the listen address. Every well-formed
 Export request is written as it arrives (body decompressed, with its
 arrival time, transport, content type and compression), before it is
-handed on. Without ``--forward`` the requests are only recorded; with it
+handed on. Without ``--forward`` the requests are only recorded. With it
 they also run through the config's pipelines as ``otelsnap run`` would run
-them, on the config's receivers (``--listen``/``--http-listen`` then
-replace that receiver's endpoints).
+them, on the config's receiver. Given ``--listen``, ``--http-listen`` or
+``--no-grpc``, that receiver listens only where those options say (gRPC
+on ``--listen`` or its default, HTTP only with ``--http-listen``), so no
+endpoint of the config is bound besides them.
 
 An existing ``--out`` file is never overwritten without ``--force``,
 because the recording is written into that file as requests arrive.
@@ -96,29 +98,38 @@ def _receiver_config(grpc_endpoint: str | None, http_endpoint: str | None, max_m
     return config
 
 
-def _override_endpoints(config, grpc_endpoint: str | None, http_endpoint: str | None) -> None:
-    """Point the config's one receiver at the endpoints given on the command line."""
+def _override_listeners(config, grpc_endpoint: str | None, http_endpoint: str | None, no_grpc: bool) -> None:
+    """Make the config's one receiver listen where the command line says, and nowhere else.
+
+    With none of --listen, --http-listen and --no-grpc the config's
+    endpoints stay. With any of them, the receiver listens on gRPC at
+    ``grpc_endpoint`` (default DEFAULT_GRPC_ENDPOINT) unless ``no_grpc``,
+    and on HTTP only at ``http_endpoint``, as without --forward.
+    """
     from pipeline.receiver import GrpcProtocolConfig, HttpProtocolConfig
 
-    if grpc_endpoint is None and http_endpoint is None:
+    if grpc_endpoint is None and http_endpoint is None and not no_grpc:
         return
     if len(config.receivers) != 1:
         raise ConfigError(
             "receivers",
-            f"{len(config.receivers)} receivers configured: --listen/--http-listen need exactly one; "
-            "set the endpoints in the config instead",
+            f"{len(config.receivers)} receivers configured: --listen, --http-listen and --no-grpc need "
+            "exactly one; set the endpoints in the config instead",
         )
-    # Only the endpoint changes: TLS and size limits of the config stay.
-    protocols = next(iter(config.receivers.values())).protocols
-    if grpc_endpoint is not None:
-        if protocols.grpc is None:
-            protocols.grpc = GrpcProtocolConfig()
-        protocols.grpc.endpoint = grpc_endpoint
-    if http_endpoint is not None:
-        if protocols.http is None:
-            protocols.http = HttpProtocolConfig()
+    # Only the endpoints change: TLS and size limits of the config stay.
+    receiver = next(iter(config.receivers.values()))
+    protocols = receiver.protocols
+    if no_grpc:
+        protocols.grpc = None
+    else:
+        protocols.grpc = protocols.grpc or GrpcProtocolConfig()
+        protocols.grpc.endpoint = grpc_endpoint or DEFAULT_GRPC_ENDPOINT
+    if http_endpoint is None:
+        protocols.http = None
+    else:
+        protocols.http = protocols.http or HttpProtocolConfig()
         protocols.http.endpoint = http_endpoint
-    next(iter(config.receivers.values())).validate()
+    receiver.validate()
 
 
 def _endpoints(receivers: dict[str, Any]) -> str:
@@ -147,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-grpc", action="store_true", help="receive OTLP/HTTP only (needs --http-listen)")
     parser.add_argument(
         "--forward", action="store_true",
-        help="also run the requests through the pipelines of --config (default: the embedded default config)",
+        help="also run the requests through the pipelines of --config (default: the embedded default config); "
+        "--listen, --http-listen and --no-grpc then replace the listeners of its receiver",
     )
     parser.add_argument("--config", metavar="CFG", help="config for --forward")
     parser.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds (default: no limit)")
@@ -247,10 +259,7 @@ def _start(args: argparse.Namespace, sink: RecordingSink):
             config = load_config(args.config)
         else:
             config = load_config_text(default_config_text(), source="<embedded default>")
-        _override_endpoints(config, grpc_endpoint, args.http_listen)
-        if args.no_grpc:
-            for receiver in config.receivers.values():
-                receiver.protocols.grpc = None
+        _override_listeners(config, grpc_endpoint, args.http_listen, args.no_grpc)
         service = Service(config, raw_sink=sink)
         service.start()
         return service.receivers, service.telemetry, service.stop

@@ -719,3 +719,27 @@ def test_record_forward_listen_overrides_config(tmp_path):
     assert process.stop() == 0
     assert [r.transport for r in read_recording(out)] == ["http", "http"]
     assert tap_points(tap_out) == 2998
+
+
+def test_record_forward_listen_replaces_config_listeners(tmp_path):
+    tap_out = tmp_path / "forwarded.jsonl"
+    config = tmp_path / "tap.yaml"
+    tap_config(config, tap_out)
+    import socket
+
+    with socket.socket() as taken:
+        # The config's HTTP port is in use: binding it would stop the start.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config.write_text(config.read_text().replace(
+            "      http:\n        endpoint: 127.0.0.1:0\n",
+            f"      http:\n        endpoint: 127.0.0.1:{taken.getsockname()[1]}\n",
+        ))
+        process = Process(
+            [*OTELSNAP, "record", "--forward", "--config", str(config), "--out", str(tmp_path / "r.otlprec"),
+             "--listen", "127.0.0.1:0", "--duration-s", "0.5"],
+            ROOT,
+        )
+        match = process.wait_for(r"otelsnap record: listening (.*), writing")
+        assert process.proc.wait(timeout=WAIT_S) == 0
+    assert re.fullmatch(r"otlp grpc=127\.0\.0\.1:\d+", match[1])
