@@ -166,7 +166,11 @@ class AuthConfig:
 
     def validate(self) -> None:
         if not self.bearer_token:
-            raise ConfigError("bearer_token", "is empty; set it (for example ${env:OTELSNAP_TOKEN}) or remove auth")
+            raise ConfigError(
+                "bearer_token",
+                "the value is empty; set a token (if it comes from an environment variable, "
+                "set that variable to the token) or remove auth",
+            )
 
 
 @dataclass

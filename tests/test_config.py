@@ -534,6 +534,17 @@ def test_receiver_rules_all_reported():
     ]
 
 
+def test_empty_receiver_token_names_fix():
+    text = default_config_text().replace(
+        "        endpoint: 127.0.0.1:4318\n", "        endpoint: 127.0.0.1:4318\n    auth:\n      bearer_token: ${env:RECEIVER_TOKEN}\n", 1
+    )
+    errors = load_errors(text, env={"RECEIVER_TOKEN": ""})
+    assert errors == [
+        "receivers.otlp.auth.bearer_token: the value is empty; set a token (if it comes from an environment "
+        "variable, set that variable to the token) or remove auth"
+    ]
+
+
 def test_invalid_yaml_names_line():
     with pytest.raises(ConfigError) as caught:
         load_config_text("service:\n  pipelines: [a\n", source="bad.yaml")
