@@ -167,3 +167,27 @@ def test_attribute_dicts_shared_between_requests():
     second = decode.decode_bytes(body).batch[0].metrics[1].attrs
     assert first == second
     assert all(a is b for a, b in zip(first, second))
+
+
+def _with_metric_metadata(raw_metadata: bytes) -> bytes:
+    """Serialize a one-gauge request whose metric metadata bytes are ``raw_metadata``."""
+    request, points = _gauge_request()
+    points.add(time_unix_nano=T0, as_double=1.0)
+    # Metric.metadata is field 12 (length-delimited): tag 0x62. Append it to
+    # the Metric message by rebuilding the nesting by hand.
+    metric = request.resource_metrics[0].scope_metrics[0].metrics[0].SerializeToString()
+    metric += b"\x62" + bytes([len(raw_metadata)]) + raw_metadata
+    scope = b"\x12" + bytes([len(metric)]) + metric  # ScopeMetrics.metrics = 2
+    resource = b"\x12" + bytes([len(scope)]) + scope  # ResourceMetrics.scope_metrics = 2
+    return b"\x0a" + bytes([len(resource)]) + resource  # request.resource_metrics = 1
+
+
+def test_metric_metadata_read():
+    kv = b"\x0a\x0fprometheus.type\x12\x09\x0a\x07counter"  # KeyValue, invented
+    result = decode.decode_bytes(_with_metric_metadata(kv))
+    assert result.batch[0].metrics[0].prom_type == "counter"
+
+
+def test_malformed_metric_metadata_raises():
+    with pytest.raises(DecodeError):
+        decode.decode_bytes(_with_metric_metadata(b"\x0a\xff\xff"))
