@@ -681,10 +681,15 @@ service:
     assert telemetry.get(
         "otelsnap_service_dropped_points", pipeline="tap", component="pushback", reason="exporter_queue_full"
     ) == SIX_NODE_POINTS
-    dropped = [
-        r.event_fields for r in caplog.records
-        if getattr(r, "event_fields", {}).get("event") == "batch_dropped"
-    ]  # fmt: skip
+    def dropped_events() -> list[dict]:
+        return [
+            r.event_fields for r in caplog.records
+            if getattr(r, "event_fields", {}).get("event") == "batch_dropped"
+        ]  # fmt: skip
+
+    # The worker counts the error before it logs it, so wait for the log too.
+    wait_until(lambda: dropped_events(), what="the batch_dropped event")
+    dropped = dropped_events()
     assert len(dropped) == 1
     assert dropped[0]["component"] == "pushback"
     assert dropped[0]["reason"] == "exporter_queue_full"
