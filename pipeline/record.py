@@ -9,9 +9,9 @@ arrival time, transport, content type and compression), before it is
 handed on. Without ``--forward`` the requests are only recorded. With it
 they also run through the config's pipelines as ``otelsnap run`` would run
 them, on the config's receiver. Given ``--listen``, ``--http-listen`` or
-``--no-grpc``, that receiver listens only where those options say (gRPC
-on ``--listen`` or its default, HTTP only with ``--http-listen``), so no
-endpoint of the config is bound besides them.
+``--no-grpc``, that receiver listens only on the endpoints those options
+give: gRPC on ``--listen`` or its default, and HTTP only with
+``--http-listen``. No other endpoint of the config is bound.
 
 An existing ``--out`` file is never overwritten without ``--force``,
 because the recording is written into that file as requests arrive.
@@ -99,7 +99,7 @@ def _receiver_config(grpc_endpoint: str | None, http_endpoint: str | None, max_m
 
 
 def _override_listeners(config, grpc_endpoint: str | None, http_endpoint: str | None, no_grpc: bool) -> None:
-    """Make the config's one receiver listen where the command line says, and nowhere else.
+    """Make the config's one receiver listen only on the endpoints given on the command line.
 
     With none of --listen, --http-listen and --no-grpc the config's
     endpoints stay. With any of them, the receiver listens on gRPC at

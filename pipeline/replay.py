@@ -350,8 +350,9 @@ class _HttpSender:
 def _http_error(status: int, content_type: str, body: bytes) -> str:
     """Describe an HTTP error response by the message of its google.rpc.Status body.
 
-    OTLP/HTTP receivers send the Status as protobuf or JSON, as the request
-    was; a body that is neither is shown as text, cut to 200 characters.
+    OTLP/HTTP receivers send the Status as protobuf or JSON, by the
+    request's content type. A body that is neither is shown as text, cut to
+    200 characters.
     """
     from google.rpc import status_pb2
 

@@ -19,9 +19,9 @@ Retries: connection errors, timeouts, 429 and 5xx are retried with
 exponential backoff and jitter; 429 and 503 honour Retry-After. Other
 responses (4xx) are permanent: logged with the response body, counted, and
 the queue moves on. A status about the endpoint or the credentials (401,
-403, 404, 405, 407, 410, 3xx) drops the whole request's snapshots; other
-permanent statuses resend a rejected request's snapshots one by one, so only
-the bodies the Master rejects are dropped.
+403, 404, 405, 407, 410, 3xx) drops the whole request's snapshots. After
+any other permanent status the request's snapshots are resent one by one,
+so only the bodies the Master rejects are dropped.
 """
 
 from __future__ import annotations
@@ -584,7 +584,7 @@ class MasterExporter(Exporter):
         self._queue.remove([row.seq for row in batch])
         for row in batch:
             self._first_server_error.pop(row.seq, None)
-        # The status says nothing about single bodies, so stop isolating them.
+        # An endpoint status is not about single bodies, so the isolation of rows ends.
         self._isolate_through_seq = 0
         self.telemetry.add(
             "otelsnap_exporter_failed_snapshots", len(batch), exporter=self.id, reason="rejected",
