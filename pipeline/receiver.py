@@ -262,6 +262,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# A body over the limit but at most this many times the limit is read and
+# dropped before the 413 reply; a larger one is not read at all.
+DISCARD_FACTOR = 4
+
+
 # ---------------------------------------------------------------- receiver
 
 
@@ -903,11 +908,26 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         if length < 0:
             raise ValueError(f"Content-Length {length} is negative")
         if length > limit:
+            # Read the body before answering so the client sees the 413: a
+            # reply sent mid-upload reaches it as a broken connection, which
+            # an exporter retries forever. Bodies far over the limit are not
+            # read; the connection is closed on them.
+            if length <= DISCARD_FACTOR * limit:
+                self._discard(length)
             raise _BodyTooLarge(f"request body of {length} bytes is larger than the limit of {limit} bytes")
         body = self.rfile.read(length)
         if len(body) != length:
             raise ValueError(f"connection closed after {len(body)} of {length} body bytes")
         return body
+
+    def _discard(self, length: int) -> None:
+        """Read and drop ``length`` body bytes, in pieces of at most 64 KiB."""
+        left = length
+        while left > 0:
+            piece = self.rfile.read(min(left, 1 << 16))
+            if not piece:
+                return
+            left -= len(piece)
 
     def _read_chunked(self, limit: int) -> bytes:
         parts = []
