@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import convert, decode, promtext  # noqa: E402
 from pipeline.component import ComponentContext  # noqa: E402
-from pipeline.runtime import Pipeline  # noqa: E402
+from pipeline.runtime import Pipeline, tune_gc  # noqa: E402
 from pipeline.telemetry import Telemetry  # noqa: E402
 from processors.delta_rate import DeltaRateProcessor  # noqa: E402
 from processors.filter import FilterProcessor  # noqa: E402
@@ -122,6 +122,9 @@ def main() -> int:
     args = parser.parse_args()
 
     bodies = make_bodies(args.scrapes)
+    # The service tunes the garbage collector the same way once it has
+    # started, so both measurements run under the settings used in production.
+    tune_gc()
     floor_rates, path_rates = [], []
     snapshots = 0
     for _ in range(args.rounds):

@@ -51,6 +51,7 @@ from pipeline.recording import (
     RecordingError,
     RecordingReader,
 )
+from pipeline.runtime import tune_gc
 
 log = logging.getLogger("otelsnap.replay")
 
@@ -147,6 +148,7 @@ def replay_in_process(
     reader = RecordingReader(recording)
     service = Service(config, telemetry=telemetry)
     service.start_components()
+    tune_gc()
     capture_exporter = CaptureExporter(out, keep=capture) if capture or out is not None else None
     for pipeline in service.pipelines.values():
         exporters = list(pipeline.exporters) if config_exporters else []

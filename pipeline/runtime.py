@@ -8,6 +8,7 @@ exactly what serves live traffic.
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +17,24 @@ from pipeline.component import Exporter, Item, Processor
 from pipeline.decode import DecodeResult
 
 log = logging.getLogger("otelsnap.runtime")
+
+# Generation thresholds of the cyclic garbage collector while serving.
+# Decoding allocates many short-lived objects without cycles, so CPython's
+# default first threshold (700) runs a collection every few metrics; 10,000
+# made the node path about 8 % faster in bench/node_path.py (2-vCPU VM).
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often, and leave objects alive now out of later scans.
+
+    Called once the components are built: config, compiled patterns and
+    caches made at start-up are frozen (``gc.freeze``), so a full collection
+    does not walk them again.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass(slots=True)

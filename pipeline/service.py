@@ -46,7 +46,7 @@ from pipeline.config import (
 from pipeline.decode import DecodeResult
 from pipeline.logs import event, setup_logging
 from pipeline.model import Metric, ResourceMetrics
-from pipeline.runtime import ACCEPTED, Admission, Pipeline
+from pipeline.runtime import ACCEPTED, Admission, Pipeline, tune_gc
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger("otelsnap.service")
@@ -338,6 +338,7 @@ class Service:
         endpoint and the receivers; on failure stop what was started and raise."""
         try:
             self.start_components()
+            tune_gc()
             self.telemetry.set("otelsnap_service_queue_capacity", self.settings.queue_size)
             self.telemetry.set("otelsnap_service_queue_size", 0)
             self._worker = threading.Thread(target=self._run_worker, name="otelsnap-worker", daemon=True)
