@@ -253,9 +253,9 @@ def _decode_metric(m_pb, result: DecodeResult) -> Metric | None:
 
     metric = Metric(m_pb.name, kind)
     if kind is MetricKind.HISTOGRAM:
-        _histogram_points(data.data_points, metric, result)
+        _aggregate_points(data.data_points, metric, result, _histogram_value)
     else:
-        _summary_points(data.data_points, metric, result)
+        _aggregate_points(data.data_points, metric, result, _summary_value)
     if not metric.values:
         return None
     metric.monotonic = monotonic
@@ -312,7 +312,25 @@ def _number_points(dps, result: DecodeResult) -> tuple[list, list, list]:
     return attrs_col, times_col, values_col
 
 
-def _histogram_points(dps, metric: Metric, result: DecodeResult) -> None:
+def _histogram_value(dp) -> HistogramValue:
+    return HistogramValue(
+        count=float(dp.count),
+        sum=dp.sum if dp.HasField("sum") else None,
+        bounds=tuple(dp.explicit_bounds),
+        bucket_counts=tuple(dp.bucket_counts),
+    )
+
+
+def _summary_value(dp) -> SummaryValue:
+    return SummaryValue(
+        count=float(dp.count),
+        sum=dp.sum,
+        quantiles=tuple((q.quantile, q.value) for q in dp.quantile_values),
+    )
+
+
+def _aggregate_points(dps, metric: Metric, result: DecodeResult, make_value) -> None:
+    """Fill the columns of a histogram or summary metric; ``make_value`` builds extras[i]."""
     metric.extras = []
     missing_time = 0
     for dp in dps:
@@ -331,43 +349,7 @@ def _histogram_points(dps, metric: Metric, result: DecodeResult) -> None:
             metric.extras.append(None)
             continue
         metric.values.append(float(dp.count))
-        metric.extras.append(
-            HistogramValue(
-                count=float(dp.count),
-                sum=dp.sum if dp.HasField("sum") else None,
-                bounds=tuple(dp.explicit_bounds),
-                bucket_counts=tuple(dp.bucket_counts),
-            )
-        )
-    result.reject("time_unix_nano is 0", missing_time)
-
-
-def _summary_points(dps, metric: Metric, result: DecodeResult) -> None:
-    metric.extras = []
-    missing_time = 0
-    for dp in dps:
-        if not dp.time_unix_nano:
-            missing_time += 1
-            continue
-        try:
-            attrs = point_attributes(dp)
-        except DecodeError:
-            result.reject("attributes are not valid protobuf", 1)
-            continue
-        metric.attrs.append(attrs)
-        metric.times.append(dp.time_unix_nano)
-        if dp.flags & NO_RECORDED_VALUE:
-            metric.values.append(None)
-            metric.extras.append(None)
-            continue
-        metric.values.append(float(dp.count))
-        metric.extras.append(
-            SummaryValue(
-                count=float(dp.count),
-                sum=dp.sum,
-                quantiles=tuple((q.quantile, q.value) for q in dp.quantile_values),
-            )
-        )
+        metric.extras.append(make_value(dp))
     result.reject("time_unix_nano is 0", missing_time)
 
 
