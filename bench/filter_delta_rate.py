@@ -21,31 +21,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline import convert, decode, promtext  # noqa: E402
+from node_path import INTERVAL_NS, START_NS, make_bodies  # noqa: E402
+from pipeline import decode  # noqa: E402
 from pipeline.component import ComponentContext, Processor  # noqa: E402
 from pipeline.telemetry import Telemetry  # noqa: E402
 from processors.delta_rate import DeltaRateProcessor  # noqa: E402
 from processors.filter import FilterProcessor  # noqa: E402
-
-SAMPLE = ROOT / "testdata" / "atlhyper-six-nodes" / "otel_all_nodes.txt"
-START_NS = 1_766_400_000_000_000_000
-INTERVAL_NS = 15_000_000_000
-
-
-def make_bodies(scrapes: int) -> list[bytes]:
-    """Serialize ``scrapes`` requests whose counters grow by 1 % of their value per scrape."""
-    exposition = promtext.parse(SAMPLE.read_text())
-    base = [s.value for s in exposition.samples]
-    options = convert.ConvertOptions(strip_prefix="otel_")
-    bodies = []
-    for k in range(scrapes):
-        for sample, value in zip(exposition.samples, base):
-            if sample.name.endswith("_total"):
-                sample.value = value * (1 + 0.01 * k)
-        request = convert.exposition_to_request(exposition, START_NS + k * INTERVAL_NS, options)
-        bodies.append(request.SerializeToString())
-    return bodies
 
 
 def build(classes: tuple[type, ...]) -> list[Processor]:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from node_path import decode_floor, make_bodies  # noqa: E402
+from node_path import INTERVAL_NS, START_NS, decode_floor, make_bodies  # noqa: E402
 from pipeline import decode  # noqa: E402
 from pipeline.component import ComponentContext  # noqa: E402
 from pipeline.telemetry import Telemetry  # noqa: E402
@@ -30,8 +30,6 @@ from processors.delta_rate import DeltaRateProcessor  # noqa: E402
 from processors.filter import FilterProcessor  # noqa: E402
 from processors.node_snapshot import NodeSnapshotProcessor  # noqa: E402
 
-START_NS = 1_766_400_000_000_000_000
-INTERVAL_NS = 15_000_000_000
 STAGES = ("parse", "decode", "filter", "delta_rate", "node_snapshot")
 
 
