@@ -394,9 +394,11 @@ class OtlpReceiver:
             else:
                 bound = server.add_secure_port(address, _grpc_credentials(cfg.tls, "protocols.grpc.tls"))
         except RuntimeError as err:
+            # grpcio's message ends with advice about GRPC_VERBOSITY; keep its first sentence.
+            reason = str(err).split(";", 1)[0].rstrip(". ")
             raise OSError(
                 f"cannot listen on {cfg.endpoint} "
-                f"(receivers.{self.context.component_id}.protocols.grpc.endpoint): {err}; "
+                f"(receivers.{self.context.component_id}.protocols.grpc.endpoint): {reason}; "
                 "is the port in use? choose a free port"
             ) from None
         server.start()

@@ -833,3 +833,12 @@ def test_config_errors(options, path):
 
 def test_agent_receiver_needs_no_cluster_id():
     MasterExporterConfig(endpoint="http://agent:8082", mode="agent_receiver").validate()
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:99999", "http://127.0.0.1:port"])
+def test_endpoint_port_invalid(endpoint):
+    config = MasterExporterConfig(endpoint=endpoint, cluster_id="test")
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert info.value.path == "endpoint"
+    assert f"invalid port in {endpoint!r}" in info.value.message

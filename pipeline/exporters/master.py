@@ -176,6 +176,15 @@ class MasterExporterConfig:
             return [
                 ConfigError("endpoint", f"invalid URL {self.endpoint!r}: use http://host:port or https://host:port")
             ]
+        try:
+            parts.port  # raises ValueError for a port that is not a number or out of range
+        except ValueError:
+            return [
+                ConfigError(
+                    "endpoint",
+                    f"invalid port in {self.endpoint!r}: use a number from 1 to 65535, e.g. http://atlhyper-master:8080",
+                )
+            ]
         if parts.username or parts.password:
             return [ConfigError("endpoint", "credentials in the URL are not supported: use bearer_token or headers")]
         if parts.query or parts.fragment:
