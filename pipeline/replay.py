@@ -29,6 +29,7 @@ import argparse
 import gzip
 import logging
 import math
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -589,6 +590,13 @@ def main(args: argparse.Namespace) -> int:
     """Exit 0 on success, 1 when snapshots differ from --expect, requests
     failed or the recording is damaged, 2 on invalid arguments or config."""
     setup_logging(args.log_level)
+    if not Path(args.recording).is_file():
+        print(
+            f"otelsnap replay: recording not found: {args.recording}; check the path "
+            "(otelsnap record and otelsnap convert make recordings)",
+            file=sys.stderr,
+        )
+        return 2
     if args.target:
         if args.out or args.expect or args.config:
             print("otelsnap replay: --out, --expect and --config work in process only; drop --target", file=sys.stderr)
@@ -603,7 +611,7 @@ def main(args: argparse.Namespace) -> int:
         verb = "needs" if len(given) == 1 else "need"
         print(
             f"otelsnap replay: {names} {verb} --target, because without it the recording "
-            "runs in process; add --target HOST:PORT or remove them",
+            f"runs in process; add --target HOST:PORT or remove {names if len(given) == 1 else 'them'}",
             file=sys.stderr,
         )
         return 2
@@ -657,19 +665,15 @@ def _main_in_process(args: argparse.Namespace) -> int:
         if out is not None:
             out.close()
     code = 0
+    if result.error is not None:
+        _print_damage(args.recording, result.error)
+        code = 1
     print(
         f"replayed {result.requests} requests, {result.points} points "
         f"({result.rejected_points} rejected by the decoder, {result.invalid_requests} invalid requests), "
         f"{result.snapshots_built} node snapshots built",
         file=sys.stderr,
     )
-    if result.error is not None:
-        print(
-            f"otelsnap replay: {args.recording}: {result.error} "
-            f"({result.error.records_read} records read before it)",
-            file=sys.stderr,
-        )
-        code = 1
     if args.expect:
         code = max(code, _check_golden(args.expect, result.lines, args.tolerance))
     return code
@@ -695,10 +699,18 @@ def _check_golden(golden_path: str, lines: list[bytes], tolerance: float) -> int
 
 def _main_target(args: argparse.Namespace) -> int:
     try:
-        check_target(args.target, args.protocol)
+        address = check_target(args.target, args.protocol)
     except ValueError as exc:
         print(f"otelsnap replay: {exc}", file=sys.stderr)
         return 2
+    unreachable = _check_listening(address)
+    if unreachable is not None:
+        print(
+            f"otelsnap replay: cannot connect to {args.target}: {unreachable}; "
+            "start the receiver (otelsnap run) or check --target",
+            file=sys.stderr,
+        )
+        return 1
     token = None
     if args.bearer_token_file:
         try:
@@ -736,10 +748,25 @@ def _main_target(args: argparse.Namespace) -> int:
         print(f"otelsnap replay: {error}", file=sys.stderr)
     code = 1 if summary.failed_requests else 0
     if summary.error is not None:
-        print(
-            f"otelsnap replay: {args.recording}: {summary.error} "
-            f"({summary.error.records_read} records read before it)",
-            file=sys.stderr,
-        )
+        _print_damage(args.recording, summary.error)
         code = 1
     return code
+
+
+def _print_damage(recording: str, error: RecordingError) -> None:
+    read = error.records_read
+    print(
+        f"otelsnap replay: {recording}: {error} "
+        f"(replayed the {read} {'record' if read == 1 else 'records'} before it)",
+        file=sys.stderr,
+    )
+
+
+def _check_listening(target: str, timeout_s: float = 2.0) -> str | None:
+    """Return why nothing accepts TCP connections at ``target``, or None when something does."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)

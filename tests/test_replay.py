@@ -215,7 +215,7 @@ def test_truncated_recording_replays_what_it_can(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert run_replay([str(cut), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "(1 records read before it)" in err
+    assert "(replayed the 1 record before it)" in err
     assert "byte offset" in err
     bodies = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert len(bodies) == 6
@@ -556,7 +556,7 @@ def test_target_options_without_target(capsys):
     assert run_replay([str(SIX_NODES_REC), "--speed", "2"]) == 2
     assert capsys.readouterr().err == (
         "otelsnap replay: --speed needs --target, because without it the recording runs in process; "
-        "add --target HOST:PORT or remove them\n"
+        "add --target HOST:PORT or remove --speed\n"
     )
 
 
@@ -743,3 +743,21 @@ def test_record_forward_listen_replaces_config_listeners(tmp_path):
         match = process.wait_for(r"otelsnap record: listening (.*), writing")
         assert process.proc.wait(timeout=WAIT_S) == 0
     assert re.fullmatch(r"otlp grpc=127\.0\.0\.1:\d+", match[1])
+
+
+def test_target_not_listening(capsys):
+    port = free_port()
+    assert run_replay([str(SIX_NODES_REC), "--target", f"127.0.0.1:{port}", "--speed", "0"]) == 1
+    assert capsys.readouterr().err == (
+        f"otelsnap replay: cannot connect to 127.0.0.1:{port}: Connection refused; "
+        "start the receiver (otelsnap run) or check --target\n"
+    )
+
+
+def test_recording_not_found(tmp_path, capsys):
+    missing = tmp_path / "missing.otlprec"
+    assert run_replay([str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"otelsnap replay: recording not found: {missing}; check the path "
+        "(otelsnap record and otelsnap convert make recordings)\n"
+    )
