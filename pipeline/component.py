@@ -31,7 +31,7 @@ class ConfigError(ValueError):
     """An invalid configuration value.
 
     ``path`` is the dotted key path in the config file (for example
-    ``processors.filter/node.metrics.include``) and the message says what to
+    ``processors.filter/node.metrics.include``), and the message tells what to
     change.
     """
 
@@ -56,14 +56,14 @@ class Snapshot:
     body: dict[str, Any]
 
 
-# What flows between components: metrics before a snapshot builder,
+# The items that flow between components: metrics before a snapshot builder,
 # snapshots after it. A processor passes on what it does not handle.
 Item = ResourceMetrics | Snapshot
 
 
 @dataclass(slots=True)
 class ComponentContext:
-    """What the runtime hands every component besides its config."""
+    """The runtime's handles for a component besides its config."""
 
     component_id: str
     pipeline: str = ""

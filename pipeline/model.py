@@ -64,7 +64,7 @@ class Metric:
       staleness marker (flag NO_RECORDED_VALUE) or an unset value oneof.
       NaN and ±Inf are kept as floats; processors decide what they mean.
       For histograms and summaries it is the count.
-    - ``extras[i]`` holds the HistogramValue / SummaryValue of point i
+    - ``extras[i]`` is the HistogramValue / SummaryValue of point i
       (None for a staleness marker); it is None for number metrics.
     - ``deltas`` and ``intervals`` are filled by the delta_rate processor on
       counters: the increase since the previous good sample of the series

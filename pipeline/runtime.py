@@ -1,8 +1,8 @@
 """The synchronous core of a pipeline: processors in order, then exporters.
 
-``Pipeline`` knows nothing about threads or clocks: the service calls it from
-one worker thread with wall-clock time, and replay calls it directly with the
-recording's clock. Both share this code, so a replayed recording exercises
+``Pipeline`` has no threads and no clock of its own. The service calls it
+from one worker thread with wall-clock time, and replay calls it directly
+with the recording's clock. Both share this code, so a replayed recording exercises
 exactly what serves live traffic.
 """
 
@@ -39,7 +39,7 @@ def tune_gc() -> None:
 
 @dataclass(slots=True)
 class Admission:
-    """The service's answer to a receiver that hands it a request.
+    """The service's decision on a request a receiver hands it.
 
     ``accepted`` False means the data was not taken and the sender should
     retry after ``retry_after_s`` seconds; ``reason`` says why, for the
@@ -55,7 +55,7 @@ ACCEPTED = Admission(True)
 
 
 class Consumer(Protocol):
-    """What a receiver hands decoded requests to (the service, in production)."""
+    """The consumer of a receiver's decoded requests (the service, in production)."""
 
     def submit(self, result: DecodeResult, received_ns: int, transport: str) -> Admission:
         """Queue a decoded request for the pipelines; must not block."""
@@ -77,7 +77,7 @@ class Pipeline:
         self._run_from(0, items, now_ns)
 
     def tick(self, now_ns: int) -> None:
-        """Let each processor release what its timer says is due."""
+        """Pass on what each processor's timer has made due."""
         for index, processor in enumerate(self.processors):
             released = processor.flush(now_ns)
             if released:
