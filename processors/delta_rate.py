@@ -38,6 +38,7 @@ import math
 from dataclasses import dataclass, field
 
 from pipeline.component import ConfigError, Item, Processor
+from pipeline.config import raise_errors
 from pipeline.logs import event
 from pipeline.model import Metric, MetricKind, ResourceMetrics
 from processors.filter import compile_patterns, format_resource_key, keep_points
@@ -86,33 +87,43 @@ class DeltaRateConfig:
     max_series: int = 200_000
 
     def validate(self) -> None:
+        """Check every option and raise all errors found (ConfigErrors when there are several)."""
+        errors: list[ConfigError] = []
         for name in ("name_prefixes", "gauges_as_counters"):
             patterns = getattr(self, name)
             if not isinstance(patterns, list):
-                raise ConfigError(name, f"expected a list of names, got {patterns!r}")
-            for index, pattern in enumerate(patterns):
-                if not isinstance(pattern, str) or not pattern:
-                    raise ConfigError(
-                        f"{name}[{index}]", f"expected a non-empty string, got {pattern!r}"
-                    )
+                errors.append(ConfigError(name, f"expected a list of names, got {patterns!r}"))
+                continue
+            errors += [
+                ConfigError(f"{name}[{index}]", f"expected a non-empty string, got {pattern!r}")
+                for index, pattern in enumerate(patterns)
+                if not isinstance(pattern, str) or not pattern
+            ]
         if not 0 <= self.jitter_max_ratio < 1:
-            raise ConfigError(
-                "jitter_max_ratio",
-                f"must be at least 0 and below 1 (0.01 is 1 %), got {self.jitter_max_ratio!r}",
+            errors.append(
+                ConfigError(
+                    "jitter_max_ratio",
+                    f"must be at least 0 and below 1 (0.01 is 1 %), got {self.jitter_max_ratio!r}",
+                )
             )
         if self.boot_time_tolerance_s < 0:
-            raise ConfigError(
-                "boot_time_tolerance_s", f"must not be negative, got {self.boot_time_tolerance_s!r}"
+            errors.append(
+                ConfigError(
+                    "boot_time_tolerance_s", f"must not be negative, got {self.boot_time_tolerance_s!r}"
+                )
             )
         if self.max_staleness_s <= 0:
-            raise ConfigError(
-                "max_staleness_s",
-                f"must be a positive number of seconds, got {self.max_staleness_s!r}",
+            errors.append(
+                ConfigError(
+                    "max_staleness_s",
+                    f"must be a positive number of seconds, got {self.max_staleness_s!r}",
+                )
             )
         if not isinstance(self.max_series, int) or self.max_series < 1:
-            raise ConfigError(
-                "max_series", f"must be a positive integer, got {self.max_series!r}"
+            errors.append(
+                ConfigError("max_series", f"must be a positive integer, got {self.max_series!r}")
             )
+        raise_errors(errors)
 
 
 class _MetricState:

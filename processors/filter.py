@@ -31,6 +31,7 @@ from itertools import compress
 from operator import itemgetter
 
 from pipeline.component import ConfigError, Item, Processor
+from pipeline.config import nested_errors, raise_errors
 from pipeline.logs import event
 from pipeline.model import Metric, ResourceMetrics
 from processors.names import HOSTMETRICS_FAMILIES, NODE_FAMILIES, NameResolver
@@ -78,15 +79,24 @@ CACHE_MAX_ENTRIES = 100_000
 MAX_DISKS_PER_RESOURCE = 1024
 
 
-def _validate_patterns(path: str, patterns: list[str]) -> None:
+def _pattern_errors(path: str, patterns: list[str]) -> list[ConfigError]:
+    """Return one error per entry of ``patterns`` that is not a non-empty string."""
     if not isinstance(patterns, list):
-        raise ConfigError(path, f"expected a list of names or glob patterns, got {patterns!r}")
-    for index, pattern in enumerate(patterns):
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(
-                f"{path}[{index}]",
-                f"expected a non-empty name or glob pattern, got {pattern!r}",
-            )
+        return [ConfigError(path, f"expected a list of names or glob patterns, got {patterns!r}")]
+    return [
+        ConfigError(f"{path}[{index}]", f"expected a non-empty name or glob pattern, got {pattern!r}")
+        for index, pattern in enumerate(patterns)
+        if not isinstance(pattern, str) or not pattern
+    ]
+
+
+def _device_errors(
+    section: FilesystemsConfig | NetworkInterfacesConfig | BlockDevicesConfig,
+) -> list[ConfigError]:
+    """Return the errors of a device rule's include and exclude lists."""
+    return _pattern_errors("device_include", section.device_include) + _pattern_errors(
+        "device_exclude", section.device_exclude
+    )
 
 
 @dataclass
@@ -105,18 +115,22 @@ class MetricsConfig:
     exclude: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        _validate_patterns("include", self.include)
-        _validate_patterns("exclude", self.exclude)
-        try:
-            NameResolver(_exact_names(self.include), ())
-        except ValueError as err:
-            raise ConfigError("include", f"{err}; list only one of the two") from None
+        include_errors = _pattern_errors("include", self.include)
+        errors = include_errors + _pattern_errors("exclude", self.exclude)
+        if not include_errors:
+            try:
+                NameResolver(_exact_names(self.include), ())
+            except ValueError as err:
+                errors.append(ConfigError("include", f"{err}; list only one of the two"))
         if not self.include_snapshot_families and not self.include:
-            raise ConfigError(
-                "include",
-                "no metric can pass: list names or patterns in include, "
-                "or set include_snapshot_families to true",
+            errors.append(
+                ConfigError(
+                    "include",
+                    "no metric can pass: list names or patterns in include, "
+                    "or set include_snapshot_families to true",
+                )
             )
+        raise_errors(errors)
 
 
 @dataclass
@@ -127,8 +141,7 @@ class FilesystemsConfig:
     device_exclude: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        _validate_patterns("device_include", self.device_include)
-        _validate_patterns("device_exclude", self.device_exclude)
+        raise_errors(_device_errors(self))
 
 
 @dataclass
@@ -141,8 +154,7 @@ class NetworkInterfacesConfig:
     )
 
     def validate(self) -> None:
-        _validate_patterns("device_include", self.device_include)
-        _validate_patterns("device_exclude", self.device_exclude)
+        raise_errors(_device_errors(self))
 
 
 @dataclass
@@ -158,13 +170,15 @@ class BlockDevicesConfig:
     max_tracked_resources: int = 10_000
 
     def validate(self) -> None:
-        _validate_patterns("device_include", self.device_include)
-        _validate_patterns("device_exclude", self.device_exclude)
+        errors = _device_errors(self)
         if not isinstance(self.max_tracked_resources, int) or self.max_tracked_resources < 1:
-            raise ConfigError(
-                "max_tracked_resources",
-                f"must be a positive integer, got {self.max_tracked_resources!r}",
+            errors.append(
+                ConfigError(
+                    "max_tracked_resources",
+                    f"must be a positive integer, got {self.max_tracked_resources!r}",
+                )
             )
+        raise_errors(errors)
 
 
 @dataclass
@@ -180,12 +194,11 @@ class FilterConfig:
     block_devices: BlockDevicesConfig = field(default_factory=BlockDevicesConfig)
 
     def validate(self) -> None:
-        _validate_patterns("name_prefixes", self.name_prefixes)
+        """Check every option and raise all errors found (ConfigErrors when there are several)."""
+        errors = _pattern_errors("name_prefixes", self.name_prefixes)
         for name in ("metrics", "filesystems", "network_interfaces", "block_devices"):
-            try:
-                getattr(self, name).validate()
-            except ConfigError as err:
-                raise ConfigError(f"{name}.{err.path}", err.message) from None
+            errors += nested_errors(name, getattr(self, name))
+        raise_errors(errors)
 
 
 def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str] | None:

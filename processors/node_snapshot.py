@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline.component import ConfigError, Item, Processor, Snapshot
+from pipeline.config import raise_errors
 from pipeline.logs import event
 from pipeline.model import Metric, ResourceMetrics
 from processors.names import NameResolver
@@ -103,21 +104,31 @@ class NodeSnapshotConfig:
     max_nodes: int = 10_000
 
     def validate(self) -> None:
+        """Check every option and raise all errors found (ConfigErrors when there are several)."""
+        errors: list[ConfigError] = []
         if not isinstance(self.name_prefixes, list) or not all(
             isinstance(p, str) for p in self.name_prefixes
         ):
-            raise ConfigError("name_prefixes", f"expected a list of strings, got {self.name_prefixes!r}")
+            errors.append(
+                ConfigError("name_prefixes", f"expected a list of strings, got {self.name_prefixes!r}")
+            )
+        invalid: set[str] = set()
         for name in ("scrape_wait_s", "scrape_time_tolerance_s", "node_expiry_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(name, f"must be a number of seconds >= 0, got {value!r}")
-        if self.node_expiry_s <= self.scrape_wait_s:
-            raise ConfigError(
-                "node_expiry_s",
-                f"must be longer than scrape_wait_s ({self.scrape_wait_s}), got {self.node_expiry_s}",
+                errors.append(ConfigError(name, f"must be a number of seconds >= 0, got {value!r}"))
+                invalid.add(name)
+        # Compared only when both are valid numbers, so one wrong value is reported once.
+        if not invalid & {"scrape_wait_s", "node_expiry_s"} and self.node_expiry_s <= self.scrape_wait_s:
+            errors.append(
+                ConfigError(
+                    "node_expiry_s",
+                    f"must be longer than scrape_wait_s ({self.scrape_wait_s}), got {self.node_expiry_s}",
+                )
             )
         if not isinstance(self.max_nodes, int) or isinstance(self.max_nodes, bool) or self.max_nodes < 1:
-            raise ConfigError("max_nodes", f"must be an integer >= 1, got {self.max_nodes!r}")
+            errors.append(ConfigError("max_nodes", f"must be an integer >= 1, got {self.max_nodes!r}"))
+        raise_errors(errors)
 
 
 @dataclass(slots=True)

@@ -738,3 +738,144 @@ def test_named_delta_rate_counts_by_type():
     text = text.replace("  node_snapshot:\n", "  node_snapshot/y:\n", 1)
     config = load_config_text(text, env={})
     assert config.pipelines["node"].processors == ["filter/node", "delta_rate/x", "node_snapshot/y"]
+
+
+# --- processors report every broken rule of their section -----------------------
+
+
+def with_processor_options(options: str) -> str:
+    """The default config with the processors section replaced by ``options``."""
+    text = default_config_text()
+    start = text.index("\nprocessors:\n")
+    end = text.index("\nexporters:\n")
+    return text[:start] + "\nprocessors:\n" + textwrap.indent(textwrap.dedent(options), "  ") + text[end:]
+
+
+BROKEN_FILTER = """\
+    filter/node:
+      name_prefixes: [""]
+      metrics:
+        include_snapshot_families: false
+        exclude: ["node_*", ""]
+      block_devices:
+        max_tracked_resources: 0
+    delta_rate:
+    node_snapshot:
+    """
+
+FILTER_ERRORS = [
+    "processors.filter/node.block_devices.max_tracked_resources: must be a positive integer, got 0",
+    "processors.filter/node.metrics.exclude[1]: expected a non-empty name or glob pattern, got ''",
+    "processors.filter/node.metrics.include: no metric can pass: list names or patterns in include, "
+    "or set include_snapshot_families to true",
+    "processors.filter/node.name_prefixes[0]: expected a non-empty name or glob pattern, got ''",
+]
+
+
+def test_filter_rules_all_reported():
+    errors = load_errors(with_processor_options(BROKEN_FILTER))
+    assert sorted(errors) == FILTER_ERRORS
+
+
+def test_filter_validate_collects_nested_errors():
+    from processors.filter import BlockDevicesConfig, FilterConfig, MetricsConfig, NetworkInterfacesConfig
+
+    config = FilterConfig(
+        name_prefixes=["otel_", ""],
+        metrics=MetricsConfig(include=["node_forks_total", "node_forks"], exclude=[3]),
+        network_interfaces=NetworkInterfacesConfig(device_exclude="lo"),
+        block_devices=BlockDevicesConfig(device_include=[""], max_tracked_resources=-1),
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        config.validate()
+    assert [e.path for e in caught.value.errors] == [
+        "name_prefixes[1]",
+        "metrics.exclude[0]",
+        "metrics.include",
+        "network_interfaces.device_exclude",
+        "block_devices.device_include[0]",
+        "block_devices.max_tracked_resources",
+    ]
+
+
+def test_delta_rate_rules_all_reported():
+    errors = load_errors(
+        with_processor_options(
+            """\
+            filter/node:
+            delta_rate:
+              gauges_as_counters: [node_vmstat_*, ""]
+              jitter_max_ratio: 1.5
+              boot_time_tolerance_s: -5
+              max_series: 0
+            node_snapshot:
+            """
+        )
+    )
+    assert errors == [
+        "processors.delta_rate.gauges_as_counters[1]: expected a non-empty string, got ''",
+        "processors.delta_rate.jitter_max_ratio: must be at least 0 and below 1 (0.01 is 1 %), got 1.5",
+        "processors.delta_rate.boot_time_tolerance_s: must not be negative, got -5.0",
+        "processors.delta_rate.max_series: must be a positive integer, got 0",
+    ]
+
+
+def test_node_snapshot_rules_all_reported():
+    errors = load_errors(
+        with_processor_options(
+            """\
+            filter/node:
+            delta_rate:
+            node_snapshot:
+              scrape_time_tolerance_s: -1
+              node_expiry_s: 2
+              max_nodes: 0
+            """
+        )
+    )
+    # node_expiry_s (2) is not longer than the default scrape_wait_s (5).
+    assert errors == [
+        "processors.node_snapshot.scrape_time_tolerance_s: must be a number of seconds >= 0, got -1.0",
+        "processors.node_snapshot.node_expiry_s: must be longer than scrape_wait_s (5.0), got 2.0",
+        "processors.node_snapshot.max_nodes: must be an integer >= 1, got 0",
+    ]
+
+
+def test_node_snapshot_invalid_wait_reported_once():
+    errors = load_errors(
+        with_processor_options(
+            """\
+            filter/node:
+            delta_rate:
+            node_snapshot:
+              scrape_wait_s: -1
+              node_expiry_s: 0.5
+            """
+        )
+    )
+    assert errors == ["processors.node_snapshot.scrape_wait_s: must be a number of seconds >= 0, got -1.0"]
+
+
+def test_validate_command_processor_rules(tmp_path):
+    path = tmp_path / "processors.yaml"
+    path.write_text(
+        with_processor_options(
+            BROKEN_FILTER.replace(
+                "    delta_rate:\n",
+                "    delta_rate:\n      max_staleness_s: 0\n      jitter_max_ratio: -0.1\n",
+            ).replace("    node_snapshot:\n", "    node_snapshot:\n      max_nodes: 0\n")
+        )
+    )
+    result = run_validate(path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"config invalid: {path}: 7 errors"
+    assert sorted(lines[1:]) == sorted(
+        ["error: " + e for e in FILTER_ERRORS]
+        + [
+            "error: processors.delta_rate.jitter_max_ratio: must be at least 0 and below 1 (0.01 is 1 %), got -0.1",
+            "error: processors.delta_rate.max_staleness_s: must be a positive number of seconds, got 0.0",
+            "error: processors.node_snapshot.max_nodes: must be an integer >= 1, got 0",
+        ]
+    )
