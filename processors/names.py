@@ -122,6 +122,12 @@ HOSTMETRICS_FAMILIES: frozenset[str] = frozenset(
         "system.linux.memory.available",
         "system.network.conntrack.count",
         "system.network.conntrack.max",
+        # Newer semantic-conventions names for the same values.
+        "cpu.time",
+        "cpu.frequency",
+        "system.memory.linux.available",
+        "system.network.packet.count",
+        "system.network.packet.dropped",
     }
 )
 

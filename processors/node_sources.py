@@ -76,17 +76,51 @@ def _mode(attrs: dict) -> str | None:
     return attrs.get("mode")
 
 
-# hostmetrics CPU states → node_exporter modes.
+# hostmetrics CPU states (receiver attribute ``state``, semantic conventions
+# ``cpu.mode``) → node_exporter modes.
 HOSTMETRICS_CPU_STATES = {
     "idle": "idle",
     "wait": "iowait",
+    "iowait": "iowait",
     "interrupt": "irq",
+    "kernel": "system",  # a cpu.mode value that the conventions renamed to system
     "nice": "nice",
     "softirq": "softirq",
     "steal": "steal",
     "system": "system",
     "user": "user",
 }
+
+# Semantic-conventions attribute names → the hostmetrics receiver's names,
+# which the key and field functions read.
+SEMCONV_ATTRIBUTES = {
+    "cpu.logical_number": "cpu",
+    "cpu.mode": "state",
+    "system.memory.state": "state",
+    "system.paging.state": "state",
+    "system.filesystem.state": "state",
+    "system.filesystem.mountpoint": "mountpoint",
+    "system.filesystem.type": "type",
+    "system.filesystem.mode": "mode",
+    "system.device": "device",
+    "network.interface.name": "device",
+    "disk.io.direction": "direction",
+    "network.io.direction": "direction",
+}
+
+
+def receiver_attributes(attrs: dict) -> dict:
+    """Return ``attrs`` with semantic-conventions names renamed to the receiver's.
+
+    Returns ``attrs`` itself when it has none. A name the receiver uses that
+    is already present is kept.
+    """
+    if SEMCONV_ATTRIBUTES.keys().isdisjoint(attrs):
+        return attrs
+    renamed = {SEMCONV_ATTRIBUTES[n]: v for n, v in attrs.items() if n in SEMCONV_ATTRIBUTES}
+    renamed.update((n, v) for n, v in attrs.items() if n not in SEMCONV_ATTRIBUTES)
+    return renamed
+
 
 NODE_KEY = _node_key
 DEVICE_KEY = _label("device")
@@ -180,11 +214,19 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         _by_attribute("state", HOSTMETRICS_CPU_STATES),
     ),
     "system.cpu.frequency": (CPU_FREQUENCY, _hostmetrics_cpu_key, "hertz"),
+    # The conventions' names from v1.31 to v1.34 (renamed back in v1.35).
+    "cpu.time": (
+        CPU,
+        _hostmetrics_cpu_key,
+        _by_attribute("state", HOSTMETRICS_CPU_STATES),
+    ),
+    "cpu.frequency": (CPU_FREQUENCY, _hostmetrics_cpu_key, "hertz"),
     "system.cpu.load_average.1m": (NODE, NODE_KEY, "load1"),
     "system.cpu.load_average.5m": (NODE, NODE_KEY, "load5"),
     "system.cpu.load_average.15m": (NODE, NODE_KEY, "load15"),
     "system.memory.limit": (NODE, NODE_KEY, "mem_total"),
     "system.linux.memory.available": (NODE, NODE_KEY, "mem_available"),
+    "system.memory.linux.available": (NODE, NODE_KEY, "mem_available"),  # conventions v1.39+
     "system.memory.usage": (
         NODE,
         NODE_KEY,
@@ -194,6 +236,7 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
                 "used": "hm_mem_used",
                 "free": "mem_free",
                 "buffered": "mem_buffers",
+                "buffers": "mem_buffers",  # the conventions' system.memory.state value
                 "cached": "mem_cached",
             },
         ),
@@ -229,6 +272,11 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         DEVICE_KEY,
         _by_attribute("direction", {"receive": "rx_packets", "transmit": "tx_packets"}),
     ),
+    "system.network.packet.count": (  # the conventions' newer name of .packets
+        NETWORK,
+        DEVICE_KEY,
+        _by_attribute("direction", {"receive": "rx_packets", "transmit": "tx_packets"}),
+    ),
     "system.network.errors": (
         NETWORK,
         DEVICE_KEY,
@@ -239,10 +287,18 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         DEVICE_KEY,
         _by_attribute("direction", {"receive": "rx_dropped", "transmit": "tx_dropped"}),
     ),
+    "system.network.packet.dropped": (  # the conventions' newer name of .dropped
+        NETWORK,
+        DEVICE_KEY,
+        _by_attribute("direction", {"receive": "rx_dropped", "transmit": "tx_dropped"}),
+    ),
     "system.network.conntrack.count": (NODE, NODE_KEY, "conntrack_entries"),
     "system.network.conntrack.max": (NODE, NODE_KEY, "conntrack_limit"),
     "system.uptime": (NODE, NODE_KEY, "uptime_s"),
 }
+
+# Metrics whose attributes may use the semantic conventions' names.
+SEMCONV_SOURCES = frozenset(name for name in SOURCES if not name.startswith("node_"))
 
 # Tables of one scrape: table → key → field → Sample.
 Tables = dict[str, dict[object, dict[str, Sample]]]
@@ -266,7 +322,10 @@ def gather(parts: Iterable[tuple[str, Metric]], tables: Tables | None = None) ->
         deltas = metric.deltas
         intervals = metric.intervals
         constant_field = field_of if isinstance(field_of, str) else None
+        rename = canonical in SEMCONV_SOURCES
         for i, attrs in enumerate(metric.attrs):
+            if rename:
+                attrs = receiver_attributes(attrs)
             field = constant_field or field_of(attrs)
             if field is None:
                 continue

@@ -260,3 +260,102 @@ def test_same_host_from_node_exporter_is_a_conflict():
     assert [item.body["cpu"]["load_1"] for item in first] == [0.5]
     assert second == []
     assert processor.telemetry.get(DROPPED_SNAPSHOTS, processor="node_snapshot", reason="name_conflict") == 1
+
+
+# Newer names for the same values. Semantic conventions v1.31 to v1.34 named
+# the CPU metrics cpu.time and cpu.frequency; v1.35 renamed them back to
+# system.cpu.*. The attribute names are the conventions' current ones.
+NAMES_V1_31 = {"system.cpu.time": "cpu.time", "system.cpu.frequency": "cpu.frequency"}
+NAMES_CURRENT = {
+    "system.linux.memory.available": "system.memory.linux.available",
+    "system.network.packets": "system.network.packet.count",
+    "system.network.dropped": "system.network.packet.dropped",
+}
+ATTRIBUTES_CURRENT = {
+    "cpu": "cpu.logical_number",
+    "device": "system.device",
+    "mountpoint": "system.filesystem.mountpoint",
+    "type": "system.filesystem.type",
+    "mode": "system.filesystem.mode",
+}
+STATE_ATTRIBUTE = {
+    "cpu.time": "cpu.mode",
+    "system.cpu.time": "cpu.mode",
+    "system.memory.usage": "system.memory.state",
+    "system.paging.usage": "system.paging.state",
+    "system.filesystem.usage": "system.filesystem.state",
+}
+# Attribute values that changed with the attribute: cpu.mode has iowait
+# where the receiver's state has wait, and system.memory.state has buffers
+# where the receiver's state has buffered.
+VALUES_CURRENT = {("cpu.mode", "wait"): "iowait", ("system.memory.state", "buffered"): "buffers"}
+
+
+def with_newer_names(request: ExportMetricsServiceRequest, metric_names: dict[str, str]) -> ExportMetricsServiceRequest:
+    """Rename metrics and attributes of a hostmetrics request to the conventions' names."""
+    renamed = ExportMetricsServiceRequest()
+    renamed.CopyFrom(request)
+    for scope in renamed.resource_metrics[0].scope_metrics:
+        for metric in scope.metrics:
+            metric.name = metric_names.get(metric.name, metric.name)
+            kind = metric.WhichOneof("data")
+            for point in getattr(metric, kind).data_points:
+                attributes = []
+                for attribute in point.attributes:
+                    name = attribute.key
+                    value = attribute.value.string_value
+                    if name == "state":
+                        name = STATE_ATTRIBUTE[metric.name]
+                    elif name == "direction":
+                        name = "disk.io.direction" if metric.name.startswith("system.disk.") else "network.io.direction"
+                    elif name == "device" and metric.name.startswith("system.network."):
+                        name = "network.interface.name"
+                    else:
+                        name = ATTRIBUTES_CURRENT.get(name, name)
+                    value = VALUES_CURRENT.get((name, value), value)
+                    if name == "cpu.logical_number":
+                        # An int attribute in the conventions: "cpu1" → 1.
+                        attributes.append(KeyValue(key=name, value={"int_value": int(value[3:])}))
+                    else:
+                        attributes.append(KeyValue(key=name, value={"string_value": value}))
+                del point.attributes[:]
+                point.attributes.extend(attributes)
+    return renamed
+
+
+def test_newer_names_request_is_renamed():
+    # Checks the helper itself, so the equality tests below cannot pass
+    # because nothing was renamed.
+    request = with_newer_names(collection(1), {**NAMES_V1_31, **NAMES_CURRENT})
+    names = {m.name for s in request.resource_metrics[0].scope_metrics for m in s.metrics}
+    assert {"cpu.time", "cpu.frequency", "system.memory.linux.available", "system.network.packet.count"} <= names
+    assert "system.cpu.time" not in names
+    cpu_time = request.resource_metrics[0].scope_metrics[0].metrics[0]
+    first = {a.key: a.value for a in cpu_time.sum.data_points[2].attributes}
+    assert first["cpu.logical_number"].int_value == 0
+    assert first["cpu.mode"].string_value == "iowait"
+
+
+@pytest.mark.parametrize(
+    "metric_names",
+    [pytest.param(NAMES_CURRENT, id="current"), pytest.param({**NAMES_V1_31, **NAMES_CURRENT}, id="v1.31-v1.34")],
+)
+def test_newer_names_give_same_snapshot(metric_names, second_body):
+    snapshots, _ = run([with_newer_names(collection(0), metric_names), with_newer_names(collection(1), metric_names)])
+    assert [s.key for s in snapshots] == ["hm-node", "hm-node"]
+    assert snapshots[1].body == second_body
+
+
+def test_newer_names_fill_cpu_and_memory():
+    # The same values as test_cpu and test_memory, by the renamed route.
+    names = {**NAMES_V1_31, **NAMES_CURRENT}
+    snapshots, _ = run([with_newer_names(collection(0), names), with_newer_names(collection(1), names)])
+    cpu = snapshots[1].body["cpu"]
+    memory = snapshots[1].body["memory"]
+    assert cpu["iowait_percent"] == pytest.approx(1 / 20 * 100)
+    assert cpu["per_core"] == pytest.approx([30.0, 10.0])
+    assert cpu["frequency"] == pytest.approx(2500.0)
+    assert memory["available"] == 4 * GIB
+    assert memory["buffers"] == GIB // 2
+    assert snapshots[1].body["disks"][0]["fs_type"] == "ext4"
+    assert snapshots[1].body["networks"][0]["tx_dropped"] == 7
