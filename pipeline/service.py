@@ -47,7 +47,15 @@ from pipeline.decode import DecodeResult
 from pipeline.logs import event, setup_logging
 from pipeline.model import Metric, ResourceMetrics
 from pipeline.runtime import ACCEPTED, Admission, Pipeline, tune_gc
-from pipeline.telemetry import Telemetry
+from pipeline.telemetry import (
+    EXPORTER_START_SERIES,
+    PROCESSOR_START_SERIES,
+    RECEIVER_OUTCOMES,
+    RECEIVER_REJECT_REASONS,
+    SERVICE_DROP_REASONS,
+    SERVICE_START_SERIES,
+    Telemetry,
+)
 
 log = logging.getLogger("otelsnap.service")
 
@@ -387,7 +395,8 @@ class Service:
         # do not collide in prometheus_client's global one.
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)
-        reader = PrometheusMetricReader(registry=registry)
+        # Scope labels (otel_scope_name and the others) would repeat "otelsnap" on every series.
+        reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
         self._meter_provider = MeterProvider(
             metric_readers=[reader], resource=Resource.create({"service.name": "otelsnap"})
         )
@@ -401,7 +410,40 @@ class Service:
             ) from err
         self._metrics_server = server
         self.metrics_port = server.server_port
+        self._declare_start_series()
         self.telemetry.bind_meter(self._meter_provider.get_meter("otelsnap"))
+
+    def _declare_start_series(self) -> None:
+        """Create the drop, refusal and rejection counters at 0 for the configured components."""
+        declare = self.telemetry.declare
+        for receiver_id in self._routes:
+            for name, reasons in SERVICE_START_SERIES.items():
+                for reason in reasons:
+                    declare(name, receiver=receiver_id, reason=reason)
+            protocols = self.config.receivers[receiver_id].protocols
+            for transport in ("grpc", "http"):
+                if getattr(protocols, transport) is None:
+                    continue
+                for outcome in RECEIVER_OUTCOMES[transport]:
+                    declare("otelsnap_receiver_requests", transport=transport, outcome=outcome)
+                for reason in RECEIVER_REJECT_REASONS:
+                    declare("otelsnap_receiver_rejected_points", transport=transport, reason=reason)
+        declare("otelsnap_service_dropped_points", reason="internal_error")
+        for name, spec in self.config.pipelines.items():
+            components = [("processor", p) for p in spec.processors] + [("exporter", e) for e in spec.exporters]
+            for kind, component_id in components:
+                for reason in SERVICE_DROP_REASONS[kind]:
+                    declare("otelsnap_service_dropped_points", pipeline=name, component=component_id, reason=reason)
+        for processor_id in dict.fromkeys(p for spec in self.config.pipelines.values() for p in spec.processors):
+            series = PROCESSOR_START_SERIES.get(self.config.processors[processor_id].type, {})
+            for name, reasons in series.items():
+                for reason in reasons:
+                    declare(name, processor=processor_id, reason=reason)
+        for exporter_id in self.exporters:
+            series = EXPORTER_START_SERIES.get(self.config.exporters[exporter_id].type, {})
+            for name, reasons in series.items():
+                for reason in reasons:
+                    declare(name, exporter=exporter_id, reason=reason)
 
     def _metrics_endpoint(self) -> str:
         if self.metrics_port is None:
