@@ -7,10 +7,10 @@ per batch, not per point, so the SDK's cost stays off the hot loop.
 
 Names follow the Collector's style: ``otelsnap_<component>_<what>``, with
 the unit in the name where it is not a plain count. ``INSTRUMENTS`` gives
-each name its unit and description (the ``# HELP`` text), and the
+each name its unit and description (the ``# HELP`` text). The
 ``*_START_SERIES`` tables list the drop, refusal and rejection series that
-the service creates at 0 before any traffic, so an alert on them has a
-series to evaluate from the start.
+the service creates at 0 before any traffic, so alerts on them have a
+series from the start.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ INSTRUMENTS: dict[str, tuple[str, str]] = {
 
 # Series that exist at 0 from the start. Each table maps a counter to the
 # values of its ``reason`` (or ``outcome``) attribute known before any
-# traffic; the service adds the component id and the other attributes.
+# traffic. The service adds the component id and the other attributes.
 SERVICE_START_SERIES: dict[str, tuple[str, ...]] = {
     # per receiver id
     "otelsnap_service_refused_requests": ("queue_full", "exporter_queue_full", "shutting_down"),

@@ -65,13 +65,14 @@ def test_descriptions_are_sentences():
         assert unit, name
 
 
-def test_units_carried_by_names_match():
+def test_units_match_name_suffixes():
     # The Prometheus exporter appends a unit that is not already the name's suffix.
     assert INSTRUMENTS["otelsnap_exporter_send_duration_seconds"][0] == "s"
     assert INSTRUMENTS["otelsnap_exporter_queue_bytes"][0] == "By"
     for name, (unit, _) in INSTRUMENTS.items():
         if unit not in ("s", "By"):
-            assert unit.startswith("{") and unit.endswith("}"), name
+            assert unit.startswith("{"), name
+            assert unit.endswith("}"), name
 
 
 def test_docs_list_every_name():
@@ -111,7 +112,7 @@ def reasons_in(module: str) -> set[str]:
         ),
     ],
 )
-def test_start_series_cover_the_component_reasons(module, declared, not_declared):
+def test_start_series_cover_reasons(module, declared, not_declared):
     declared_reasons = {reason for reasons in declared.values() for reason in reasons}
     assert declared_reasons == reasons_in(module) - not_declared
 
@@ -137,7 +138,7 @@ def sdk_points(reader: InMemoryMetricReader) -> dict[str, dict[tuple, float]]:
     return points
 
 
-def test_declared_series_start_at_zero_on_meter_only():
+def test_declare_zero_on_meter_only():
     telemetry = Telemetry()
     telemetry.declare("otelsnap_processor_dropped_points", processor="filter/node", reason="block_device")
     telemetry.add("otelsnap_processor_dropped_points", 3, processor="filter/node", reason="network_interface")
@@ -214,7 +215,7 @@ def series_value(body: str, name: str, labels: str) -> float | None:
     return None if match is None else float(match.group(1))
 
 
-def test_endpoint_before_traffic_has_help_and_zero_drops(service):
+def test_endpoint_zero_drops_before_traffic(service):
     body = scrape(service)
     assert (
         "# HELP otelsnap_processor_dropped_points_total Points a processor dropped, by reason.\n" in body
@@ -237,7 +238,7 @@ def test_endpoint_before_traffic_has_help_and_zero_drops(service):
     assert series_value(body, service_dropped, 'component="delta_rate",pipeline="node",reason="component_error"') == 0.0
 
 
-def test_endpoint_has_no_scope_labels_and_every_help_set(service):
+def test_endpoint_without_scope_labels(service):
     body = scrape(service)
     assert "otel_scope_" not in body
     helps = re.findall(r"^# HELP (otelsnap_\S+) ?(.*)$", body, re.MULTILINE)
@@ -259,7 +260,7 @@ def six_node_body() -> bytes:
     return request.SerializeToString()
 
 
-def test_declared_series_count_after_traffic(service, capsys):
+def test_declared_series_count_traffic(service, capsys):
     channel = grpc.insecure_channel(f"127.0.0.1:{service.receivers['otlp'].grpc_port}")
     call = channel.unary_unary(
         EXPORT, request_serializer=None, response_deserializer=ExportMetricsServiceResponse.FromString
