@@ -19,13 +19,20 @@ util.go; v0.140+ defaults unless an option selects otherwise):
   counts decrease or exceed ``_count`` is dropped;
 - summaries become Summaries with quantiles in ascending order;
 - all other labels become point attributes; empty-valued labels are dropped;
-- start_time_unix_nano is 0 (v0.140 and later) unless a histogram or
-  summary has a ``_created`` series; ``start_time="first_point"`` gives the
-  behaviour up to v0.139 instead: a series' start is the time of its first
-  point, and of the point where its value went down;
+- start_time_unix_nano is 0 (v0.140 and later) unless the series has a
+  ``_created`` sample, which a histogram, a summary or an OpenMetrics
+  counter (``# TYPE foo counter``) may have. A counter's ``foo_created``
+  sets the start of the ``foo_total`` point with the same labels and is not
+  a metric of its own (internal/metadata.go). ``start_time="first_point"``
+  gives the behaviour up to v0.139 instead: a series' start is the time of
+  its first point, and of the point where its value went down;
 - a series present in one scrape and missing from the next scrape of the
   same target gets a staleness marker (flag NO_RECORDED_VALUE, value unset)
-  at the next scrape's time.
+  at the next scrape's time;
+- with ``scrape_series``, each target also gets the Gauges that the scrape
+  loop adds (internal/metadata.go lists them): ``up``,
+  ``scrape_duration_seconds``, ``scrape_samples_scraped``,
+  ``scrape_samples_post_metric_relabeling`` and ``scrape_series_added``.
 """
 
 from __future__ import annotations
@@ -61,6 +68,20 @@ PROMETHEUS_TYPES = promtext.TYPES
 
 START_TIME_MODES = ("zero", "first_point")
 
+# The scrape loop's own series, in the order Prometheus appends them:
+# (name, description, unit). The collector's receiver makes them Gauges.
+SCRAPE_SERIES: tuple[tuple[str, str, str], ...] = (
+    ("up", "The scraping was successful", ""),
+    ("scrape_duration_seconds", "Duration of the scrape", "s"),
+    ("scrape_samples_scraped", "The number of samples the target exposed", ""),
+    (
+        "scrape_samples_post_metric_relabeling",
+        "The number of samples remaining after metric relabeling was applied",
+        "",
+    ),
+    ("scrape_series_added", "The approximate number of new series in this scrape", ""),
+)
+
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
 
 # Suffixes the receiver strips to find a sample's family, tried in this order.
@@ -95,6 +116,9 @@ class ConvertOptions:
     ``start_time`` is "zero" (collector v0.140+) or "first_point" (up to
     v0.139). ``staleness_markers`` adds a marker for every series that
     disappeared since the previous scrape of the same target.
+    ``scrape_series`` adds the scrape loop's series (``up`` and
+    ``scrape_*``) to every target, with ``scrape_duration_s`` as
+    ``scrape_duration_seconds``.
     """
 
     strip_prefix: str = ""
@@ -106,8 +130,14 @@ class ConvertOptions:
     extra_resource: dict[str, str] = field(default_factory=dict)
     start_time: str = "zero"
     staleness_markers: bool = True
+    scrape_series: bool = False
+    scrape_duration_s: float = 0.0
 
     def validate(self) -> None:
+        if not math.isfinite(self.scrape_duration_s) or self.scrape_duration_s < 0:
+            raise ValueError(
+                f"invalid scrape_duration_s {self.scrape_duration_s!r}: use a finite number of seconds >= 0"
+            )
         if self.start_time not in START_TIME_MODES:
             raise ValueError(
                 f"invalid start_time {self.start_time!r}: use one of {', '.join(START_TIME_MODES)}"
@@ -181,9 +211,10 @@ def resolve_family(name: str, exposition: Exposition, options: ConvertOptions) -
 
     As the receiver does: the sample's own ``# TYPE`` wins; then the type of
     its name without a ``_bucket``/``_count``/``_sum``/``_total``/``_info``/
-    ``_created`` suffix (a counter keeps the sample's name); then the type
-    table, where a histogram or summary entry matching the base name claims
-    its ``_bucket``/``_sum``/``_count`` series.
+    ``_created`` suffix; then the type table, where a histogram or summary
+    entry matching the base name claims its ``_bucket``/``_sum``/``_count``
+    series. A counter keeps the sample's name, except that a counter's
+    ``_created`` sample belongs to its ``_total`` family.
     """
     declared = _declared_type(name, exposition, options)
     if declared:
@@ -191,6 +222,8 @@ def resolve_family(name: str, exposition: Exposition, options: ConvertOptions) -
     base = _base_name(name)
     if base != name:
         declared = _declared_type(base, exposition, options)
+        if declared == "counter" and name.endswith("_created"):
+            return base + "_total", declared
         if declared:
             return (name, declared) if declared == "counter" else (base, declared)
         table_kind = _table_type(base, options)
@@ -220,6 +253,16 @@ def _resource_attrs(job: str, instance: str, options: ConvertOptions) -> dict[st
 
 def _set_attributes(target, attrs: dict[str, str]) -> None:
     target.extend(KeyValue(key=k, value={"string_value": v}) for k, v in attrs.items())
+
+
+def _timestamp_from_seconds(seconds: float) -> int:
+    """Convert a ``_created`` value in Unix seconds to ns as the receiver does.
+
+    Whole seconds and the fraction are converted apart, each truncated, so a
+    large value keeps its nanoseconds better than ``seconds * 1e9`` would.
+    """
+    whole = int(seconds)
+    return whole * 1_000_000_000 + int((seconds - whole) * 1e9)
 
 
 def _parse_bound(text: str) -> float:
@@ -257,12 +300,17 @@ class _Family:
     # Number series: (attrs, time_ns, value or None for a staleness marker).
     points: list[tuple[dict[str, str], int, float | None]] = field(default_factory=list)
     groups: dict[tuple, _Group] = field(default_factory=dict)
+    # A counter's _created values in Unix seconds, by attributes key.
+    created_s: dict[tuple, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Target:
     resource: dict[str, str]
     families: dict[str, _Family] = field(default_factory=dict)
+    samples: int = 0
+    # (sample name, sorted labels) of every sample; filled for scrape_series only.
+    series: set[tuple] = field(default_factory=set)
 
 
 def _attrs_key(attrs: dict[str, str]) -> tuple:
@@ -285,6 +333,8 @@ class Converter:
         self._last_series: dict[tuple[str, str], dict[tuple, tuple[str, str, dict[str, str]]]] = {}
         # (job, instance, metric, attrs key) → [start_ns, previous value, previous sum]
         self._starts: dict[tuple, list] = {}
+        # (job, instance) → the target's series in its last scrape, for scrape_series_added.
+        self._scraped_series: dict[tuple[str, str], set[tuple]] = {}
 
     def convert(self, exposition: Exposition, time_ns: int) -> ExportMetricsServiceRequest:
         """Build one Export request holding every target of one scrape.
@@ -294,6 +344,8 @@ class Converter:
         targets = self._group(exposition, time_ns)
         if self.options.staleness_markers:
             self._add_staleness_markers(targets, time_ns)
+        if self.options.scrape_series:
+            self._add_scrape_series(targets, time_ns)
         request = ExportMetricsServiceRequest()
         for (job, instance), target in targets.items():
             rm = request.resource_metrics.add()
@@ -314,6 +366,7 @@ class Converter:
         prefix = options.strip_prefix
         targets: dict[tuple[str, str], _Target] = {}
         resolved: dict[str, tuple[str, str]] = {}
+        track_series = options.scrape_series
         for sample in exposition.samples:
             name = sample.name
             if prefix and name.startswith(prefix):
@@ -324,6 +377,9 @@ class Converter:
             target = targets.get((job, instance))
             if target is None:
                 target = targets[(job, instance)] = _Target(_resource_attrs(job, instance, options))
+            target.samples += 1
+            if track_series:
+                target.series.add((name, _attrs_key(labels)))
             if name == "target_info":
                 target.resource.update(labels)
                 continue
@@ -345,6 +401,11 @@ class Converter:
             t = sample.timestamp_ms * 1_000_000 if sample.timestamp_ms is not None else time_ns
             if kind in ("histogram", "summary"):
                 self._add_complex_sample(family, name, labels, t, sample.value)
+            elif name != family_name and kind == "counter":
+                # An OpenMetrics counter's _created sample: the start time of
+                # the _total point with the same labels, not a point itself.
+                attrs = {k: v for k, v in labels.items() if v != ""}
+                family.created_s[_attrs_key(attrs)] = sample.value
             else:
                 attrs = {k: v for k, v in labels.items() if v != ""}
                 family.points.append((attrs, t, sample.value))
@@ -383,6 +444,8 @@ class Converter:
             group.entries.append((bound, value))
 
     def _add_staleness_markers(self, targets: dict[tuple[str, str], _Target], time_ns: int) -> None:
+        # NOTE: a target absent from a whole scrape gets no markers. Prometheus
+        # marks every series of a target whose scrape fails or that is removed.
         for target_key, target in targets.items():
             current: dict[tuple, tuple[str, str, dict[str, str]]] = {}
             for family in target.families.values():
@@ -406,6 +469,37 @@ class Converter:
                 else:
                     family.points.append((attrs, time_ns, None))
             self._last_series[target_key] = current
+
+    def _add_scrape_series(self, targets: dict[tuple[str, str], _Target], time_ns: int) -> None:
+        """Add the scrape loop's Gauges to every target, after its own families.
+
+        ``scrape_series_added`` counts the (name, labels) series that were not
+        in the target's previous scrape, as Prometheus' scrape cache does.
+        """
+        # NOTE: up is always 1 because a converted scrape cannot fail, and the
+        # optional series (scrape_timeout_seconds, scrape_sample_limit,
+        # scrape_body_size_bytes) are not added.
+        for target_key, target in targets.items():
+            previous = self._scraped_series.get(target_key, set())
+            values = {
+                "up": 1.0,
+                "scrape_duration_seconds": self.options.scrape_duration_s,
+                "scrape_samples_scraped": float(target.samples),
+                # No metric relabeling here, so every sample remains.
+                "scrape_samples_post_metric_relabeling": float(target.samples),
+                "scrape_series_added": float(len(target.series - previous)),
+            }
+            self._scraped_series[target_key] = target.series
+            for name, description, unit in SCRAPE_SERIES:
+                if name in target.families:
+                    self.warnings.append(
+                        f"{name}: the target exposes a metric with the scrape loop's name; "
+                        "its own samples are kept and the scrape series is left out"
+                    )
+                    continue
+                target.families[name] = _Family(
+                    name, "gauge", description, unit, [({}, time_ns, values[name])]
+                )
 
     # -- writing OTLP --
 
@@ -441,6 +535,7 @@ class Converter:
 
     def _write_number_points(self, points, family: _Family, target_key, cumulative: bool) -> None:
         first_point = cumulative and self.options.start_time == "first_point"
+        created = family.created_s
         for attrs, time_ns, value in family.points:
             dp = points.add()
             _set_attributes(dp.attributes, attrs)
@@ -449,7 +544,10 @@ class Converter:
                 dp.flags = _NO_RECORDED_VALUE
             else:
                 dp.as_double = value
-            if first_point:
+            created_s = created.get(_attrs_key(attrs)) if created else None
+            if created_s:
+                dp.start_time_unix_nano = _timestamp_from_seconds(created_s)
+            elif first_point:
                 dp.start_time_unix_nano = self._start_time(
                     target_key, family.name, attrs, time_ns, value, None
                 )
@@ -512,7 +610,7 @@ class Converter:
         _set_attributes(dp.attributes, group.attrs)
         dp.time_unix_nano = group.time_ns
         if group.created_s:
-            dp.start_time_unix_nano = int(group.created_s * 1e9)
+            dp.start_time_unix_nano = _timestamp_from_seconds(group.created_s)
         elif self.options.start_time == "first_point":
             dp.start_time_unix_nano = self._start_time(
                 target_key, name, group.attrs, group.time_ns, count, total

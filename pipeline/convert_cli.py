@@ -326,6 +326,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "first point time, as collectors up to 0.139 send (default: zero)",
     )
     parser.add_argument("--no-staleness-markers", action="store_true", help="do not mark series that disappear between scrapes")
+    parser.add_argument(
+        "--scrape-series",
+        action="store_true",
+        help="add the scrape loop's Gauges (up, scrape_duration_seconds, scrape_samples_*, scrape_series_added) to every target",
+    )
+    parser.add_argument(
+        "--scrape-duration-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="value of scrape_duration_seconds with --scrape-series, in seconds (default: 0)",
+    )
     parser.add_argument("--transport", choices=["grpc", "http"], default="grpc", help="recorded transport (default: grpc)")
     parser.add_argument("--json", action="store_true", help="record OTLP/JSON bodies instead of protobuf")
     parser.add_argument(
@@ -359,6 +371,8 @@ def main(args: argparse.Namespace) -> int:
             scheme=args.scheme,
             start_time=args.start_time.replace("-", "_"),
             staleness_markers=not args.no_staleness_markers,
+            scrape_series=args.scrape_series,
+            scrape_duration_s=args.scrape_duration_s,
         )
         summary = convert_scrapes(
             scrapes,

@@ -613,3 +613,173 @@ def test_cli_warns_on_duplicate_sample(tmp_path, capsys):
     (record,) = read_recording(out)
     (rm,) = record.decode().batch
     assert [(m.name, m.values) for m in rm.metrics] == [("up", [1.0])]
+
+
+# --- counter _created and the scrape loop's series (invented) ---------------
+
+# OpenMetrics style: the TYPE line names the family, the samples carry the
+# _total and _created suffixes.
+COUNTER_CREATED_TEXT = """\
+# TYPE requests counter
+requests_total{job="api",instance="h:1",path="/a"} 10
+requests_created{job="api",instance="h:1",path="/a"} 1766390000.25
+requests_total{job="api",instance="h:1",path="/b"} 4
+requests_created{job="api",instance="h:1",path="/b"} 1766391000
+"""
+
+
+def metric_names(request: ExportMetricsServiceRequest) -> list[str]:
+    return [m.name for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+
+
+def test_counter_created_sets_start_time():
+    request = convert_text(COUNTER_CREATED_TEXT)
+    assert metric_names(request) == ["requests_total"]
+    points = metric_by_name(request, "h:1", "requests_total").sum.data_points
+    assert [attrs(dp.attributes) for dp in points] == [{"path": "/a"}, {"path": "/b"}]
+    assert [dp.as_double for dp in points] == [10.0, 4.0]
+    # 1766390000.25 s is exactly representable: whole seconds + 250 ms.
+    assert points[0].start_time_unix_nano == 1_766_390_000 * 10**9 + 250_000_000
+    assert points[1].start_time_unix_nano == 1_766_391_000 * 10**9
+    assert points[0].time_unix_nano == T0
+
+
+def test_counter_created_wins_over_first_point():
+    request = convert_text(COUNTER_CREATED_TEXT, start_time="first_point")
+    points = metric_by_name(request, "h:1", "requests_total").sum.data_points
+    assert points[1].start_time_unix_nano == 1_766_391_000 * 10**9
+
+
+def test_counter_created_without_total_writes_nothing():
+    text = '# TYPE requests counter\nrequests_created{job="api",instance="h:1"} 1766390000\ng{job="api",instance="h:1"} 1\n'
+    assert metric_names(convert_text(text)) == ["g"]
+
+
+def test_prometheus_text_created_stays_own_metric():
+    # In the Prometheus text format the TYPE line names bar_total, so the
+    # receiver finds no counter for bar_created and keeps it as a Gauge.
+    text = '# TYPE bar_total counter\nbar_total{job="j",instance="h:1"} 3\nbar_created{job="j",instance="h:1"} 1600000000\n'
+    request = convert_text(text)
+    assert metric_names(request) == ["bar_total", "bar_created"]
+    assert metric_by_name(request, "h:1", "bar_total").sum.data_points[0].start_time_unix_nano == 0
+    assert metric_by_name(request, "h:1", "bar_created").WhichOneof("data") == "gauge"
+
+
+SCRAPE_SERIES_NAMES = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+]
+TARGETS_TEXT = """\
+# TYPE c_total counter
+c_total{job="node",instance="a:9100",k="x"} 1
+c_total{job="node",instance="a:9100",k="y"} 2
+g{job="node",instance="a:9100"} 5
+target_info{job="node",instance="a:9100",region="eu"} 1
+g{job="node",instance="b:9100"} 6
+"""
+
+
+def scrape_values(request: ExportMetricsServiceRequest, instance: str) -> dict[str, float]:
+    values = {}
+    for name in SCRAPE_SERIES_NAMES:
+        metric = metric_by_name(request, instance, name)
+        assert metric.WhichOneof("data") == "gauge", name
+        (dp,) = metric.gauge.data_points
+        assert attrs(dp.attributes) == {}, name
+        assert dp.time_unix_nano == T0 or dp.time_unix_nano == T1, name
+        values[name] = dp.as_double
+    return values
+
+
+def test_scrape_series_per_target():
+    request = convert_text(TARGETS_TEXT, scrape_series=True, scrape_duration_s=0.125)
+    # Target a has 4 samples (target_info counts, as Prometheus counts
+    # every sample of the body); target b has 1.
+    assert scrape_values(request, "a:9100") == {
+        "up": 1.0,
+        "scrape_duration_seconds": 0.125,
+        "scrape_samples_scraped": 4.0,
+        "scrape_samples_post_metric_relabeling": 4.0,
+        "scrape_series_added": 4.0,
+    }
+    assert scrape_values(request, "b:9100")["scrape_samples_scraped"] == 1.0
+    names_a = [m.name for m in request.resource_metrics[0].scope_metrics[0].metrics]
+    assert names_a == ["c_total", "g", *SCRAPE_SERIES_NAMES]
+    duration = metric_by_name(request, "a:9100", "scrape_duration_seconds")
+    assert duration.unit == "s"
+    assert metadata_type(duration) == "gauge"
+    assert metric_by_name(request, "a:9100", "up").description == "The scraping was successful"
+
+
+def test_scrape_series_added_counts_new_series():
+    options = convert.ConvertOptions(scrape_series=True)
+    converter = convert.Converter(options)
+    converter.convert(promtext.parse(SCRAPE_A), T0)
+    # SCRAPE_B keeps c_total{k="x"} and g and drops c_total{k="y"}; the
+    # third scrape brings k="y" back and adds k="z".
+    second = converter.convert(promtext.parse(SCRAPE_B), T1)
+    third_text = SCRAPE_B + 'c_total{job="j",instance="h:1",k="y"} 6\nc_total{job="j",instance="h:1",k="z"} 1\n'
+    third = converter.convert(promtext.parse(third_text), T1)
+    assert scrape_values(second, "h:1")["scrape_series_added"] == 0.0
+    # The staleness marker of k="y" is not a scraped sample.
+    assert scrape_values(second, "h:1")["scrape_samples_scraped"] == 2.0
+    assert scrape_values(third, "h:1")["scrape_series_added"] == 2.0
+    assert scrape_values(third, "h:1")["scrape_samples_scraped"] == 4.0
+
+
+def test_scrape_series_off_by_default():
+    assert "up" not in metric_names(convert_text(TARGETS_TEXT))
+
+
+def test_scrape_series_name_taken_by_target():
+    converter = convert.Converter(convert.ConvertOptions(scrape_series=True))
+    request = converter.convert(promtext.parse('up{job="j",instance="h:1"} 0\n'), T0)
+    (dp,) = metric_by_name(request, "h:1", "up").gauge.data_points
+    assert dp.as_double == 0.0
+    assert metric_names(request).count("up") == 1
+    assert len(converter.warnings) == 1
+    assert converter.warnings[0].startswith("up: ")
+
+
+def test_negative_scrape_duration_rejected():
+    with pytest.raises(ValueError, match="invalid scrape_duration_s -1.0"):
+        convert.Converter(convert.ConvertOptions(scrape_duration_s=-1.0))
+    with pytest.raises(ValueError, match="invalid scrape_duration_s nan"):
+        convert.Converter(convert.ConvertOptions(scrape_duration_s=math.nan))
+
+
+def test_six_nodes_scrape_series():
+    request = six_nodes_request(scrape_series=True)
+    assert len(request.resource_metrics) == 6
+    assert len(set(metric_names(request))) == 57 + 5
+    text = SIX_NODES.read_text()
+    for rm in request.resource_metrics:
+        instance = attrs(rm.resource.attributes)["service.instance.id"]
+        # Count the instance's sample lines in the text, independently of the parser.
+        lines = sum(1 for line in text.splitlines() if f'instance="{instance}"' in line and not line.startswith("#"))
+        assert scrape_values(request, instance)["scrape_samples_scraped"] == lines
+
+
+def test_cli_scrape_series(tmp_path, capsys):
+    out = tmp_path / "rec.otlprec"
+    code = run_convert(
+        ["--out", str(out), "--strip-prefix", "otel_", "--scrape-series", "--scrape-duration-s", "0.5",
+         f"{SIX_NODES}@2025-12-22T10:00:00Z"]
+    )
+    assert code == 0
+    # 1499 points of the text + 5 scrape series on each of 6 resources.
+    assert "1 requests, 6 resources, 62 metric names, 1529 points" in capsys.readouterr().err
+    (record,) = read_recording(out)
+    durations = [
+        m.values[0] for rm in record.decode().batch for m in rm.metrics if m.name == "scrape_duration_seconds"
+    ]
+    assert durations == [0.5] * 6
+
+
+def test_cli_rejects_negative_scrape_duration(tmp_path, capsys):
+    code = run_convert(["--out", str(tmp_path / "r.otlprec"), "--scrape-duration-s", "-2", f"{SIX_NODES}@0"])
+    assert code == 1
+    assert "invalid scrape_duration_s -2.0" in capsys.readouterr().err
