@@ -454,7 +454,7 @@ class OtlpReceiver:
         else:
             self.count_request(transport, "refused")
             self.telemetry.add(
-                "otelsnap_receiver_refused_points", result.points, transport=transport, reason=admission.reason
+                "otelsnap_receiver_refused_points", result.points, transport=transport, reason=admission.code
             )
             self.log_rejected(
                 transport,

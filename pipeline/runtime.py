@@ -42,13 +42,16 @@ class Admission:
     """The service's decision on a request a receiver hands it.
 
     ``accepted`` False means the data was not taken and the sender should
-    retry after ``retry_after_s`` seconds; ``reason`` says why, for the
-    status message (for example "processing queue is full").
+    retry after ``retry_after_s`` seconds. ``reason`` is the sentence for the
+    status message (for example "processing queue is full"), and ``code``
+    the short form for telemetry attributes (``queue_full``,
+    ``exporter_queue_full``, ``shutting_down``).
     """
 
     accepted: bool
     retry_after_s: float = 0.0
     reason: str = ""
+    code: str = "refused"
 
 
 ACCEPTED = Admission(True)

@@ -337,7 +337,7 @@ class Service:
             reason=reason,
             queue_size=self._queue.qsize(),
         )
-        return Admission(False, RETRY_AFTER_S, message)
+        return Admission(False, RETRY_AFTER_S, message, reason)
 
     # --- running ------------------------------------------------------------
 

@@ -348,13 +348,13 @@ def test_http_partial_success_json_reply():
 
 
 def test_grpc_overload_unavailable():
-    consumer = RecordingConsumer(Admission(False, 2.5, "processing queue is full"))
+    consumer = RecordingConsumer(Admission(False, 2.5, "processing queue is full", "queue_full"))
     body = desk_zero_request().SerializeToString()
     with running(receiver_config(http_on=False), consumer) as (receiver, _):
         with pytest.raises(grpc.RpcError) as info:
             grpc_export(receiver.grpc_port, body)
         refused = telemetry_of(receiver).get(
-            "otelsnap_receiver_refused_points", transport="grpc", reason="processing queue is full"
+            "otelsnap_receiver_refused_points", transport="grpc", reason="queue_full"
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.value.details() == "processing queue is full; retry after 2.5 s"
