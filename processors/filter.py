@@ -399,7 +399,7 @@ class FilterProcessor(Processor):
             devices = list(map(_device_of, attrs))
             rules = list(map(decisions.__getitem__, devices))
         except KeyError:
-            devices = [a.get("device", "") for a in attrs]
+            devices = [device_name(a) for a in attrs]
             self._decide_block_devices(set(devices))
             rules = [decisions[d] for d in devices]
         if not self._drop_partitions:
@@ -523,6 +523,19 @@ def _device_rule_of(name: str) -> int:
 
 _device_of = itemgetter("device")
 
+# Newer semantic conventions name the hostmetrics device attribute
+# system.device (filesystems, disks) or network.interface.name (networks).
+_DEVICE_KEYS = ("device", "system.device", "network.interface.name")
+
+
+def device_name(attrs: dict[str, str]) -> str:
+    """Return the device a point is about, under any of its attribute names, or ""."""
+    for key in _DEVICE_KEYS:
+        value = attrs.get(key)
+        if value is not None:
+            return value
+    return ""
+
 
 def _device_mask(attrs: list[dict[str, str]], rule: DeviceRule) -> list[bool]:
     """Return the keep-mask of an attribute column; callers must not modify it."""
@@ -536,8 +549,8 @@ def _device_mask(attrs: list[dict[str, str]], rule: DeviceRule) -> list[bool]:
         # device attribute and every device was decided before.
         mask = list(map(decisions.__getitem__, map(_device_of, attrs)))
     except KeyError:
-        rule.fill({a.get("device", "") for a in attrs})
-        mask = [decisions[a.get("device", "")] for a in attrs]
+        rule.fill({device_name(a) for a in attrs})
+        mask = [decisions[device_name(a)] for a in attrs]
     rule.last_attrs = list(attrs)  # a copy, so the memo cannot change under us
     rule.last_mask = mask
     return mask

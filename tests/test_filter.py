@@ -26,6 +26,7 @@ from processors.filter import (
     FilterProcessor,
     MetricsConfig,
     NetworkInterfacesConfig,
+    device_name,
     partition_parent,
 )
 
@@ -522,6 +523,34 @@ def test_hostmetrics_device_rules():
     assert drops(telemetry, "filesystem_device") == 2
     assert drops(telemetry, "network_interface") == 3
     assert drops(telemetry, "block_device") == 4
+
+
+def test_hostmetrics_newer_device_attributes():
+    # Newer semantic conventions: system.device and network.interface.name.
+    filesystem = gauge(
+        "system.filesystem.usage",
+        [
+            {"system.device": "/dev/sda2", "system.filesystem.mountpoint": "/", "system.filesystem.state": "used"},
+            {"system.device": "tmpfs", "system.filesystem.mountpoint": "/run", "system.filesystem.state": "used"},
+        ],
+    )
+    network = gauge(
+        "system.network.io",
+        [{"network.interface.name": name, "network.io.direction": "receive"} for name in ("eth0", "lo", "veth9")],
+    )
+    disk = gauge("system.disk.io", [{"system.device": name, "disk.io.direction": "read"} for name in ("sda", "dm-0")])
+    rm = ResourceMetrics(attrs={"host.name": "desk-zero"}, metrics=[filesystem, network, disk])
+    processor, telemetry = make_filter()
+    out = processor.process([rm], T0)
+    kept = {m.name: [device_name(a) for a in m.attrs] for m in out[0].metrics}
+    assert kept == {
+        "system.filesystem.usage": ["/dev/sda2"],
+        "system.network.io": ["eth0"],
+        "system.disk.io": ["sda"],
+    }
+    assert drops(telemetry, "filesystem_device") == 1
+    assert drops(telemetry, "network_interface") == 2
+    assert drops(telemetry, "block_device") == 1
 
 
 # -- pass-through and empty output -------------------------------------------
