@@ -163,6 +163,7 @@ BUILTIN_PROCESSORS = {
     "filter": "processors.filter:FilterProcessor",
     "delta_rate": "processors.delta_rate:DeltaRateProcessor",
     "node_snapshot": "processors.node_snapshot:NodeSnapshotProcessor",
+    "slo_snapshot": "processors.slo_snapshot:SloSnapshotProcessor",
 }
 BUILTIN_EXPORTERS = {
     "master": "pipeline.exporters.master:MasterExporter",

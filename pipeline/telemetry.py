@@ -70,6 +70,13 @@ INSTRUMENTS: dict[str, tuple[str, str]] = {
         "Entities left out of snapshots because none of their points had a sample.",
     ),
     "otelsnap_node_snapshot_nodes": ("{node}", "Resources node_snapshot tracks."),
+    "otelsnap_slo_snapshot_snapshots": ("{snapshot}", "SLO snapshots built."),
+    "otelsnap_slo_snapshot_counter_resets": (
+        "{point}",
+        "Request counter and latency histogram points treated as a restarted counter.",
+    ),
+    "otelsnap_slo_snapshot_series": ("{series}", "Series slo_snapshot tracks."),
+    "otelsnap_slo_snapshot_series_evicted": ("{series}", "Series forgotten after max_staleness_s without a point."),
     # exporters
     "otelsnap_exporter_enqueued_snapshots": ("{snapshot}", "Snapshots stored in the exporter's queue."),
     "otelsnap_exporter_sent_snapshots": ("{snapshot}", "Snapshots the Master accepted."),
@@ -129,6 +136,21 @@ PROCESSOR_START_SERIES: dict[str, dict[str, tuple[str, ...]]] = {
     "node_snapshot": {
         "otelsnap_processor_dropped_points": ("late_scrape_part", "node_limit"),
         "otelsnap_node_snapshot_dropped_snapshots": ("name_conflict", "no_node_name", "all_stale"),
+    },
+    "slo_snapshot": {
+        "otelsnap_processor_dropped_points": (
+            "duplicate",
+            "out_of_order",
+            "series_limit",
+            "probe_route",
+            "admin_port",
+            "system_namespace",
+            "internal_service",
+            "no_workload",
+            "no_destination",
+            "no_service",
+            "unexpected_type",
+        ),
     },
 }
 EXPORTER_START_SERIES: dict[str, dict[str, tuple[str, ...]]] = {

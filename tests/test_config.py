@@ -304,7 +304,7 @@ def test_unknown_processor_type_lists_known():
     unknown = [m for m in errors if m.startswith("processors.filtr/node:")]
     assert len(unknown) == 1
     assert "unknown processor type 'filtr' (did you mean 'filter'?)" in unknown[0]
-    assert "known types: delta_rate, filter, node_snapshot" in unknown[0]
+    assert "known types: delta_rate, filter, node_snapshot, slo_snapshot" in unknown[0]
     # The id was declared, so the pipeline's reference to it is not an error too.
     assert not any(m.startswith("service.pipelines.node.processors") for m in errors)
 
