@@ -31,8 +31,8 @@ class ConfigError(ValueError):
     """An invalid configuration value.
 
     ``path`` is the dotted key path in the config file (for example
-    ``processors.filter/node.metrics.include``), and the message tells what to
-    change.
+    ``processors.filter/node.metrics.include``), and the message names the
+    change to make.
     """
 
     def __init__(self, path: str, message: str) -> None:
@@ -45,9 +45,9 @@ class ConfigError(ValueError):
 class Snapshot:
     """A finished snapshot for the exporters.
 
-    ``kind`` is "node" or "slo"; ``key`` is the node name (or the cluster id
-    for SLO data); ``time_ns`` is the scrape time it describes; ``body`` is the
-    JSON-ready object of the wire contract.
+    ``kind`` is "node" or "slo". ``key`` is the node name, or the cluster id
+    for SLO data. ``time_ns`` is the scrape time it describes, and ``body``
+    the JSON-ready object of the wire contract.
     """
 
     kind: str
@@ -84,7 +84,7 @@ class Processor:
 
     Subclasses set ``type_name`` and ``Config`` (a dataclass with defaults
     whose ``validate()`` raises ConfigError naming the field) and override
-    ``process``; ``flush`` and ``shutdown`` return what a buffering
+    ``process``. ``flush`` and ``shutdown`` return what a buffering
     processor still holds.
     """
 
