@@ -214,19 +214,11 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         _by_attribute("state", HOSTMETRICS_CPU_STATES),
     ),
     "system.cpu.frequency": (CPU_FREQUENCY, _hostmetrics_cpu_key, "hertz"),
-    # The conventions' names from v1.31 to v1.34 (renamed back in v1.35).
-    "cpu.time": (
-        CPU,
-        _hostmetrics_cpu_key,
-        _by_attribute("state", HOSTMETRICS_CPU_STATES),
-    ),
-    "cpu.frequency": (CPU_FREQUENCY, _hostmetrics_cpu_key, "hertz"),
     "system.cpu.load_average.1m": (NODE, NODE_KEY, "load1"),
     "system.cpu.load_average.5m": (NODE, NODE_KEY, "load5"),
     "system.cpu.load_average.15m": (NODE, NODE_KEY, "load15"),
     "system.memory.limit": (NODE, NODE_KEY, "mem_total"),
     "system.linux.memory.available": (NODE, NODE_KEY, "mem_available"),
-    "system.memory.linux.available": (NODE, NODE_KEY, "mem_available"),  # conventions v1.39+
     "system.memory.usage": (
         NODE,
         NODE_KEY,
@@ -272,11 +264,6 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         DEVICE_KEY,
         _by_attribute("direction", {"receive": "rx_packets", "transmit": "tx_packets"}),
     ),
-    "system.network.packet.count": (  # the conventions' newer name of .packets
-        NETWORK,
-        DEVICE_KEY,
-        _by_attribute("direction", {"receive": "rx_packets", "transmit": "tx_packets"}),
-    ),
     "system.network.errors": (
         NETWORK,
         DEVICE_KEY,
@@ -287,15 +274,21 @@ SOURCES: dict[str, tuple[str, KeyFunction, FieldSpec]] = {
         DEVICE_KEY,
         _by_attribute("direction", {"receive": "rx_dropped", "transmit": "tx_dropped"}),
     ),
-    "system.network.packet.dropped": (  # the conventions' newer name of .dropped
-        NETWORK,
-        DEVICE_KEY,
-        _by_attribute("direction", {"receive": "rx_dropped", "transmit": "tx_dropped"}),
-    ),
     "system.network.conntrack.count": (NODE, NODE_KEY, "conntrack_entries"),
     "system.network.conntrack.max": (NODE, NODE_KEY, "conntrack_limit"),
     "system.uptime": (NODE, NODE_KEY, "uptime_s"),
 }
+
+# Other names the semantic conventions gave the same hostmetrics metrics:
+# cpu.* in v1.31 to v1.34 (renamed back in v1.35), the others in newer ones.
+SEMCONV_ALIASES = {
+    "cpu.time": "system.cpu.time",
+    "cpu.frequency": "system.cpu.frequency",
+    "system.memory.linux.available": "system.linux.memory.available",  # v1.39+
+    "system.network.packet.count": "system.network.packets",
+    "system.network.packet.dropped": "system.network.dropped",
+}
+SOURCES.update({alias: SOURCES[name] for alias, name in SEMCONV_ALIASES.items()})
 
 # Metrics whose attributes may use the semantic conventions' names.
 SEMCONV_SOURCES = frozenset(name for name in SOURCES if not name.startswith("node_"))
