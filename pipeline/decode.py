@@ -67,7 +67,7 @@ class DecodeResult:
             self.reject_reasons[reason] = self.reject_reasons.get(reason, 0) + count
 
     def error_message(self) -> str:
-        """One line listing why points were rejected, for partial success."""
+        """Return one line listing why points were rejected, for the partial success message."""
         return "; ".join(f"{n} points: {r}" for r, n in sorted(self.reject_reasons.items()))
 
 

@@ -262,8 +262,8 @@ class _BodyTooLarge(Exception):
     pass
 
 
-# A body over the limit but at most this many times the limit is read and
-# dropped before the 413 reply; a larger one is not read at all.
+# A body over the limit, but at most this many times the limit, is read and
+# dropped before the 413 reply. A larger one is not read at all.
 DISCARD_FACTOR = 4
 
 
@@ -910,10 +910,10 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         if length < 0:
             raise ValueError(f"Content-Length {length} is negative")
         if length > limit:
-            # Read the body before answering so the client sees the 413: a
-            # reply sent mid-upload reaches it as a broken connection, which
+            # Read the body before replying, so the client receives the 413.
+            # A reply sent mid-upload reaches it as a broken connection, which
             # an exporter retries forever. Bodies far over the limit are not
-            # read; the connection is closed on them.
+            # read, and the connection is closed on them.
             if length <= DISCARD_FACTOR * limit:
                 self._discard(length)
             raise _BodyTooLarge(f"request body of {length} bytes is larger than the limit of {limit} bytes")
